@@ -1,0 +1,1 @@
+"""Built-in architectures. Each module is a plugin, loaded through an entry point."""

@@ -1,0 +1,1 @@
+"""Built-in augmentations. Each module is a plugin, loaded through an entry point."""
