@@ -30,7 +30,7 @@ def test_builds_predicts_and_trains(arch):
     loss = model.train_on_batch(x, y)
     assert np.isfinite(loss)
     after = [w.numpy() for w in model.trainable_weights]
-    assert any(not np.array_equal(a, b) for a, b in zip(before, after)), "no weight changed"
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True)), "no weight changed"
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES, ids=[a.name for a in ARCHITECTURES])

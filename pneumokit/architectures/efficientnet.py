@@ -1,4 +1,7 @@
-"""EfficientNetB0 with a pneumonia head (the original `create_optimized_transfer_learning_model('EfficientNetB0')`)."""
+"""EfficientNetB0 with a pneumonia head.
+
+The original project\'s `create_optimized_transfer_learning_model('EfficientNetB0')`.
+"""
 
 from ..hookspecs import hookimpl
 from .transfer import transfer_architecture

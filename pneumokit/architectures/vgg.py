@@ -1,4 +1,7 @@
-"""VGG16 with a pneumonia head (the original `create_optimized_transfer_learning_model('VGG16')`)."""
+"""VGG16 with a pneumonia head.
+
+The original project\'s `create_optimized_transfer_learning_model('VGG16')`.
+"""
 
 from ..hookspecs import hookimpl
 from .transfer import transfer_architecture
