@@ -89,5 +89,56 @@ def plugins_command(as_json: bool) -> None:
             click.echo(f"  error: {r['error']}")
 
 
+@main.group("data")
+def data_group() -> None:
+    """Inspect datasets."""
+
+
+@data_group.command("check")
+@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def data_check(data_dir: str | None, as_json: bool) -> None:
+    """Check a dataset folder (default: the bundled demo set); exit 1 if anything is unusable."""
+    from .data import DatasetError, check_report, scan
+
+    try:
+        report = check_report(scan(data_dir))
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(_format_check(report))
+    if not report["usable"]:
+        sys.exit(1)
+
+
+def _format_check(r: dict) -> str:
+    lines = [f"dataset: {r['root']}", f"images: {r['images']}"]
+    for split, counts in r["counts"].items():
+        lines.append(f"  {split:<6}" + "".join(f"  {c} {n:>5}" for c, n in counts.items()))
+    lines.append("patients: " + ", ".join(f"{c} {n}" for c, n in r["patients"].items())
+                 + f" (images per patient: max {r['images_per_patient']['max']}, "
+                 f"mean {r['images_per_patient']['mean']})")
+    if r["unparsed_patient_ids"]:
+        lines.append(f"file names without a patient id (each its own group): "
+                     f"{r['unparsed_patient_ids']}")
+    d = r["duplicates"]
+    lines.append(f"byte-identical duplicates: {d['groups']} groups, {d['files']} files"
+                 f" ({d['groups_across_patients']} groups span several patients)")
+    lines.append("modes: " + ", ".join(f"{m} {n}" for m, n in r["modes"].items()))
+    w, h = r["sizes"]["width"], r["sizes"]["height"]
+    if w:
+        lines.append(f"sizes: width {w['min']}..{w['max']} (median {w['median']:g}), "
+                     f"height {h['min']}..{h['max']} (median {h['median']:g})")
+    if r["problems"]:
+        lines.append(f"problems: {len(r['problems'])}")
+        lines += [f"  {p['path']}: {p['reason']}" for p in r["problems"]]
+        lines.append("not usable: fix these, or train with --skip-bad to leave bad files out")
+    else:
+        lines.append("problems: none — usable")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     sys.exit(main())

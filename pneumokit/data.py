@@ -1,0 +1,312 @@
+"""Scan and validate a dataset folder into an index of images, labels and patient ids.
+
+Layout: ``DIR/{train,val,test}/{NORMAL,PNEUMONIA}/*.{jpeg,jpg,png}``; val and
+test are optional; split and class folder names match case-insensitively.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .config import CLASS_NAMES, CV_SPLITS, DEMO_DATA_DIR, IMAGE_EXTENSIONS, SPLITS
+from .preprocessing import ImageDecodeError, decode
+
+# Validation decodes at this size: JPEG draft mode makes it cheap, and a
+# truncated or corrupt stream still fails.
+_VALIDATE_SIZE = 32
+
+_PATIENT_RULES = [
+    (re.compile(r"^person(\d+)_(?:bacteria|virus)_\d+", re.IGNORECASE), "P-{}"),
+    (re.compile(r"^NORMAL2-IM-(\d+)-\d+", re.IGNORECASE), "N2-{}"),
+    (re.compile(r"^IM-(\d+)-\d+", re.IGNORECASE), "N-{}"),
+]
+
+
+def patient_id(filename: str) -> str | None:
+    """The patient (or study) id in a Kermany et al. file name, or None if it has none.
+
+    ``person12_bacteria_3.jpeg`` -> ``P-12``; ``IM-0115-0001.jpeg`` -> ``N-0115``;
+    ``NORMAL2-IM-0357-0001.jpeg`` -> ``N2-0357``.
+    """
+    stem = Path(filename).stem
+    for pattern, template in _PATIENT_RULES:
+        m = pattern.match(stem)
+        if m:
+            return template.format(m.group(1))
+    return None
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be used as it is; the message lists every problem and the fix."""
+
+
+@dataclass
+class Problem:
+    path: str
+    reason: str
+    fatal: bool = False  # the layout is wrong: --skip-bad cannot help
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "reason": self.reason, "fatal": self.fatal}
+
+
+@dataclass
+class Scan:
+    """The result of scanning a dataset folder.
+
+    ``index`` has one row per usable image: path, label (0 NORMAL, 1
+    PNEUMONIA), class_name, split, patient, patient_parsed, bytes, sha256,
+    width, height, mode. ``problems`` lists every file or folder that is not usable.
+    """
+
+    root: Path
+    index: pd.DataFrame
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+    def duplicates(self) -> list[list[str]]:
+        """Groups of byte-identical files (same sha256), each a list of paths."""
+        groups = self.index.groupby("sha256")["path"].apply(list)
+        return [sorted(g) for g in groups if len(g) > 1]
+
+    def require_usable(self, skip_bad: bool = False) -> pd.DataFrame:
+        """The index, or ``DatasetError`` listing the problems (unless ``skip_bad``)."""
+        fatal = [p for p in self.problems if p.fatal]
+        if fatal or (self.problems and not skip_bad):
+            lines = "\n".join(f"  {p.path}: {p.reason}" for p in (fatal or self.problems))
+            fix = (
+                "Fix the dataset layout (DIR/train/{NORMAL,PNEUMONIA}/*.jpeg)."
+                if fatal
+                else "Remove or replace these files, or pass --skip-bad (skip_bad=True) to leave them out."
+            )
+            raise DatasetError(
+                f"{len(fatal or self.problems)} problem(s) in {self.root}:\n{lines}\n{fix}"
+            )
+        return self.index
+
+    def split(self, *splits: str) -> pd.DataFrame:
+        return self.index[self.index["split"].isin(splits)].reset_index(drop=True)
+
+
+def resolve_root(data_dir: str | os.PathLike | None) -> Path:
+    """``None`` is the bundled demo set; a folder holding ``chest_xray/`` is accepted too."""
+    if data_dir is None:
+        return DEMO_DATA_DIR
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"data folder {str(root)!r} does not exist")
+    if not _children(root, SPLITS) and (root / "chest_xray").is_dir():
+        return root / "chest_xray"
+    return root
+
+
+def _children(folder: Path, names: Iterable[str]) -> dict[str, Path]:
+    """Visible sub-folders of ``folder`` whose lowercased name is in ``names``."""
+    wanted = {n.lower(): n for n in names}
+    found = {}
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and child.name.lower() in wanted:
+            found[child.name.lower()] = child
+    return found
+
+
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.startswith("__")
+
+
+def _inspect(path: Path) -> dict:
+    """Read, hash and decode one file; the row of the index or a problem reason."""
+    row = {"path": str(path), "bytes": 0, "sha256": "", "width": 0, "height": 0, "mode": "",
+           "problem": None}
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        row["problem"] = f"unreadable: {exc.strerror or exc}"
+        return row
+    row["bytes"] = len(data)
+    row["sha256"] = hashlib.sha256(data).hexdigest()
+    if not data:
+        row["problem"] = "empty file (0 bytes)"
+        return row
+    try:
+        decode(data, _VALIDATE_SIZE)
+        with Image.open(io.BytesIO(data)) as img:
+            row["width"], row["height"], row["mode"] = img.width, img.height, img.mode
+    except ImageDecodeError as exc:
+        row["problem"] = f"not a readable image: {exc}"
+    return row
+
+
+def scan(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    splits: Iterable[str] = SPLITS,
+    patient_rule: Callable[[str], str | None] = patient_id,
+    workers: int | None = None,
+) -> Scan:
+    """Scan a dataset folder: every image read, hashed and decoded once.
+
+    Parameters
+    ----------
+    data_dir : the folder holding ``train/`` (and optionally ``val/``, ``test/``);
+        None scans the bundled demo set.
+    splits : the splits to include.
+    patient_rule : file name -> patient id, or None when the name carries
+        none (the image is then its own group). Replace it for other datasets.
+    workers : threads for reading and decoding.
+    """
+    root = resolve_root(data_dir)
+    problems: list[Problem] = []
+    split_dirs = _children(root, SPLITS)
+    if "train" not in split_dirs:
+        problems.append(Problem(str(root), "no train/ folder: expected DIR/train/{NORMAL,PNEUMONIA}/",
+                                fatal=True))
+    for child in sorted(root.iterdir()):
+        if child.is_dir() and not _hidden(child) and child.name.lower() not in SPLITS:
+            problems.append(Problem(str(child), f"unknown folder {child.name!r}: expected one of "
+                                    f"{', '.join(SPLITS)}"))
+
+    files: list[tuple[Path, str, int]] = []
+    wanted = [s.lower() for s in splits]
+    for split, split_dir in split_dirs.items():
+        if split not in wanted:
+            continue
+        class_dirs = _children(split_dir, CLASS_NAMES)
+        for child in sorted(split_dir.iterdir()):
+            if _hidden(child):
+                continue
+            if child.is_dir() and child.name.lower() not in {c.lower() for c in CLASS_NAMES}:
+                problems.append(Problem(str(child), f"unknown class folder {child.name!r}: expected "
+                                        f"{' or '.join(CLASS_NAMES)}"))
+            elif child.is_file():
+                problems.append(Problem(str(child), "file outside a class folder"))
+        for label, class_name in enumerate(CLASS_NAMES):
+            class_dir = class_dirs.get(class_name.lower())
+            if class_dir is None:
+                if split == "train":
+                    problems.append(Problem(str(split_dir / class_name),
+                                            f"missing class folder {class_name}/", fatal=True))
+                continue
+            entries = [p for p in sorted(class_dir.iterdir()) if not _hidden(p)]
+            images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            for p in entries:
+                if p not in images:
+                    kind = "folder" if p.is_dir() else f"file type {p.suffix or '(none)'!r}"
+                    problems.append(Problem(str(p), f"unsupported {kind}: expected "
+                                            f"{', '.join(IMAGE_EXTENSIONS)} images"))
+            if not images:
+                problems.append(Problem(str(class_dir), "empty class folder: no images",
+                                        fatal=split == "train"))
+            files += [(p, split, label) for p in images]
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+        rows = list(pool.map(_inspect, [f[0] for f in files]))
+
+    records = []
+    for (path, split, label), row in zip(files, rows, strict=True):
+        problem = row.pop("problem")
+        if problem is not None:
+            problems.append(Problem(str(path), problem))
+            continue
+        pid = patient_rule(path.name)
+        records.append({
+            **row, "label": label, "class_name": CLASS_NAMES[label], "split": split,
+            "patient": pid if pid is not None else f"image:{path.stem}",
+            "patient_parsed": pid is not None,
+        })
+    columns = ["path", "label", "class_name", "split", "patient", "patient_parsed", "bytes",
+               "sha256", "width", "height", "mode"]
+    index = pd.DataFrame.from_records(records, columns=columns)
+    if "train" in split_dirs and "train" in wanted and not any(p.fatal for p in problems):
+        present = set(index.loc[index["split"] == "train", "label"])
+        for label, class_name in enumerate(CLASS_NAMES):
+            if label not in present:
+                problems.append(Problem(str(split_dirs["train"]),
+                                        f"no usable {class_name} image in train/", fatal=True))
+    return Scan(root=root, index=index, problems=problems)
+
+
+def class_weights(labels) -> dict[int, float]:
+    """Balanced class weights ``n / (2 * n_c)``, as scikit-learn's "balanced" mode."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    counts = np.bincount(labels.astype(int), minlength=len(CLASS_NAMES))
+    if (counts == 0).any():
+        raise DatasetError(f"both classes are needed to weight them; counts were {counts.tolist()}")
+    return {c: float(n / (len(CLASS_NAMES) * counts[c])) for c in range(len(CLASS_NAMES))}
+
+
+def prepare_cv_data(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    splits: Iterable[str] = CV_SPLITS,
+    skip_bad: bool = False,
+) -> tuple[list[str], np.ndarray]:
+    """The original project's loader: ``(all_files, all_labels)`` pooled over ``splits``.
+
+    Parameters
+    ----------
+    data_dir : dataset folder; None is the bundled demo set.
+    splits : splits pooled for cross-validation (train and val; test stays aside).
+    skip_bad : leave out unusable files instead of raising ``DatasetError``.
+    """
+    result = scan(data_dir, splits=splits)
+    index = result.require_usable(skip_bad=skip_bad)
+    return index["path"].tolist(), index["label"].to_numpy(dtype=np.int64)
+
+
+def check_report(result: Scan) -> dict:
+    """What ``pneumokit data check`` prints: counts, patients, duplicates, modes, sizes, problems."""
+    index = result.index
+    counts = {
+        split: {c: int(((index["split"] == split) & (index["class_name"] == c)).sum())
+                for c in CLASS_NAMES}
+        for split in SPLITS if (index["split"] == split).any()
+    }
+    per_patient = index.groupby("patient").size()
+    dup_groups = result.duplicates()
+    patient_of = dict(zip(index["path"], index["patient"], strict=True))
+    cross = [g for g in dup_groups if len({patient_of[p] for p in g}) > 1]
+
+    def spread(col):
+        values = index[col]
+        if values.empty:
+            return None
+        return {"min": int(values.min()), "median": float(values.median()), "max": int(values.max())}
+
+    return {
+        "root": str(result.root),
+        "usable": result.usable,
+        "images": len(index),
+        "counts": counts,
+        "patients": {c: int(index.loc[index["class_name"] == c, "patient"].nunique())
+                     for c in CLASS_NAMES},
+        "images_per_patient": {
+            "max": int(per_patient.max()) if len(per_patient) else 0,
+            "mean": round(float(per_patient.mean()), 3) if len(per_patient) else 0.0,
+        },
+        "unparsed_patient_ids": int((~index["patient_parsed"]).sum()),
+        "duplicates": {
+            "groups": len(dup_groups),
+            "files": sum(len(g) for g in dup_groups),
+            "groups_across_patients": len(cross),
+            "examples": dup_groups[:5],
+        },
+        "modes": {str(k): int(v) for k, v in index["mode"].value_counts().items()},
+        "sizes": {"width": spread("width"), "height": spread("height")},
+        "problems": [p.to_dict() for p in result.problems],
+    }

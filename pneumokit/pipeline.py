@@ -1,0 +1,164 @@
+"""The tf.data input pipeline: parallel decode into a uint8 cache, then shuffle, augment, batch, prefetch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import Catalog
+from .decoding import decode_all
+from .preprocessing import Preprocessing
+
+
+def parse_augmentations(spec: str | Sequence[str] | None) -> list[tuple[str, dict[str, Any]]]:
+    """Parse ``"flip,rotate:degrees=10,crop:fraction=0.8"`` into ``[(name, params), ...]``.
+
+    Items are comma-separated; each is a name, then ``:key=value`` parameters.
+    """
+    if not spec:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    parsed = []
+    for item in items:
+        name, *pairs = item.strip().split(":")
+        params: dict[str, Any] = {}
+        for pair in filter(None, pairs):
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise ValueError(f"augmentation parameter {pair!r} in {item!r}: expected key=value")
+            params[key.strip()] = _number(value.strip())
+        parsed.append((name.strip(), params))
+    return parsed
+
+
+def _number(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def build_augmentations(spec, catalog: Catalog, seed: int | None = None) -> list:
+    """Keras layers for an augmentation spec, each seeded from ``seed``."""
+    layers = []
+    for i, (name, params) in enumerate(parse_augmentations(spec)):
+        aug = catalog.augmentation(name)
+        kwargs = {**aug.params, **params}
+        if seed is not None:
+            kwargs.setdefault("seed", seed + i)
+        try:
+            layers.append(aug.build(**kwargs))
+        except TypeError as exc:
+            raise ValueError(
+                f"augmentation {name!r}: {exc}; its parameters are {dict(aug.params)}"
+            ) from exc
+    return layers
+
+
+def _cache_file(cache_dir: str, paths: Sequence[str], pre: Preprocessing) -> Path:
+    key = hashlib.sha256(json.dumps(pre.to_dict(), sort_keys=True).encode())
+    for p in paths:
+        st = os.stat(p)
+        key.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return Path(cache_dir) / f"pneumokit-{key.hexdigest()[:24]}.npy"
+
+
+def load_images(paths: Sequence[str], pre: Preprocessing, cache: str = "") -> np.ndarray:
+    """Decoded uint8 (N, H, W, 1) images: decoded now (``cache=""``) or from a file cache.
+
+    With ``cache=DIR`` the array is written once to ``DIR/pneumokit-<key>.npy``
+    (the key covers the preprocessing and each file's path, size and mtime)
+    and memory-mapped on later runs, so it need not fit in memory.
+    """
+    if not cache:
+        return decode_all(paths, pre)
+    target = _cache_file(cache, paths, pre)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        images = decode_all(paths, pre)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+        os.replace(tmp, target)  # atomic: a crash never leaves a partial cache
+    return np.load(target, mmap_mode="r")
+
+
+def make_dataset(
+    paths: Sequence[str],
+    labels: Sequence[int] | None,
+    preprocessing: Preprocessing,
+    *,
+    batch_size: int,
+    training: bool = False,
+    augmentations: Sequence = (),
+    seed: int | None = None,
+    cache: str = "",
+    images: np.ndarray | None = None,
+    drop_remainder: bool = False,
+):
+    """Build the input pipeline for a list of image files.
+
+    Every file is decoded once (threads, see ``decoding.decode_all``) into a
+    uint8 cache; each epoch then shuffles indices, gathers batches from the
+    cache, casts, augments, normalises and prefetches, with AUTOTUNE. A file
+    that cannot be decoded stops here, before any training.
+
+    Parameters
+    ----------
+    paths, labels : image files and their 0/1 labels (labels may be None for inference).
+    preprocessing : the decode/resize/normalise rule (``Preprocessing``).
+    batch_size : images per batch.
+    training : shuffle every epoch and apply ``augmentations``.
+    augmentations : Keras layers (see ``build_augmentations``), applied after the cache.
+    seed : makes shuffling and augmentation repeatable.
+    cache : ``""`` keeps decoded uint8 images in memory; a folder keeps them in
+        a memory-mapped file there, reused by later runs.
+    images : already decoded uint8 images for ``paths`` (skips decoding).
+
+    Returns
+    -------
+    A ``tf.data.Dataset`` of ``(images, labels)`` batches (or images alone
+    when ``labels`` is None): float32 (B, H, W, C) model input and float32 (B,).
+    """
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ValueError("no images to build a dataset from")
+    cached = load_images(paths, preprocessing, cache) if images is None else images
+    shape = (preprocessing.height, preprocessing.width, 1)
+
+    def gather(idx):
+        batch = tf.numpy_function(lambda i: np.ascontiguousarray(cached[i]), [idx], tf.uint8,
+                                  stateful=False)
+        return tf.ensure_shape(batch, (None, *shape))
+
+    def to_input(x):
+        x = tf.cast(x, tf.float32)
+        if training:
+            for layer in augmentations:
+                x = layer(x, training=True)
+        return preprocessing.normalize(x)
+
+    # Random augmentation layers hold RNG state: with a seed, map batches one at
+    # a time so each batch draws the same numbers on every run.
+    parallel = None if (training and augmentations and seed is not None) else autotune
+    ds = tf.data.Dataset.range(len(paths))
+    if training:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if labels is None:
+        ds = ds.map(lambda i: to_input(gather(i)), num_parallel_calls=parallel)
+    else:
+        y = tf.constant(np.asarray(labels, dtype=np.float32))
+        ds = ds.map(lambda i: (to_input(gather(i)), tf.gather(y, i)), num_parallel_calls=parallel)
+    return ds.prefetch(autotune)

@@ -1,0 +1,146 @@
+"""The one definition of how an image file becomes model input.
+
+Training (the tf.data pipeline), ONNX export metadata and the inference
+runtime all use this module, so what a model saw in training is replayed
+exactly at inference:
+
+1. decode with Pillow; for JPEG let libjpeg decode grayscale at a reduced DCT
+   scale no smaller than the target (``draft``), which is much faster on large originals;
+2. apply the EXIF orientation;
+3. convert to 8-bit grayscale (16-bit images are scaled by 255/65535, not clipped);
+4. resize to H x W with Pillow's bilinear filter (antialiased when shrinking;
+   the aspect ratio is not kept);
+5. ``x = (pixel * scale - mean) / std`` per channel; a 1-channel image
+   broadcasts to the model's channels (grayscale is repeated into RGB).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .catalog import PREPROCESSING_PRESETS
+from .config import JPEG_DRAFT, RESIZE_METHOD
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class ImageDecodeError(ValueError):
+    """A file cannot be decoded as an image."""
+
+
+def to_grayscale8(img: Image.Image) -> Image.Image:
+    """Any Pillow image as 8-bit grayscale ("L"); 16-bit values are scaled, not clipped."""
+    if img.mode == "L":
+        return img
+    if img.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(img, dtype=np.float64)
+        return Image.fromarray(np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8))
+    if img.mode == "F":
+        raise ImageDecodeError("32-bit float images are not supported; save as 8- or 16-bit")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Drop alpha; X-rays carry no meaning in transparency.
+        img = img.convert("RGBA").convert("RGB")
+    return img.convert("L")
+
+
+def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
+    """Decode ``source`` (path, bytes or file object) to a (size, size) uint8 grayscale array.
+
+    ``size=None`` keeps the decoded size. Raises ``ImageDecodeError`` with the
+    reason when the file is not a readable image.
+    """
+    if isinstance(source, bytes):
+        source = io.BytesIO(source)
+    try:
+        with Image.open(source) as img:
+            if draft and size is not None and img.format == "JPEG":
+                img.draft("L", (size, size))
+            img = ImageOps.exif_transpose(img)
+            img = to_grayscale8(img)
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("content is not a recognised image format (JPEG or PNG)") from None
+    except Exception as exc:  # Pillow raises many types for bad files
+        raise ImageDecodeError(f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How 8-bit pixels become model input; serialisable with ``to_dict``."""
+
+    height: int
+    width: int
+    channels: int
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    preset: str = "unit"
+
+    @classmethod
+    def for_architecture(cls, arch, image_size: int | None = None) -> Preprocessing:
+        size = int(image_size or arch.image_size)
+        return cls.from_preset(arch.preprocessing, size, arch.channels)
+
+    @classmethod
+    def from_preset(cls, preset: str, image_size: int, channels: int) -> Preprocessing:
+        p = PREPROCESSING_PRESETS[preset]
+        mean, std = list(p["mean"]), list(p["std"])
+        if len(mean) == 1:
+            mean, std = mean * channels, std * channels
+        return cls(image_size, image_size, channels, float(p["scale"]), tuple(mean), tuple(std), preset)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``pneumokit.preprocessing`` metadata: everything another runtime needs."""
+        return {
+            "color": "grayscale",
+            "channels": self.channels,
+            "height": self.height,
+            "width": self.width,
+            "resize": RESIZE_METHOD,
+            "antialias": True,
+            "keep_aspect": False,
+            "jpeg_draft": JPEG_DRAFT,
+            "library": "Pillow",
+            "scale": self.scale,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "preset": self.preset,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        return cls(
+            int(d["height"]), int(d["width"]), int(d["channels"]), float(d["scale"]),
+            tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]),
+            d.get("preset", "custom"),
+        )
+
+    def normalize(self, pixels):
+        """``(pixels * scale - mean) / std`` for a float32 (N, H, W, 1) batch.
+
+        Works on NumPy arrays and TensorFlow tensors alike; broadcasting
+        repeats the gray channel into the model's channels.
+        """
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        return (pixels * np.float32(self.scale) - mean) / std
+
+    def load(self, source) -> np.ndarray:
+        """One file as a (H, W, 1) uint8 array, by the rule above."""
+        if self.height != self.width:
+            raise ValueError("only square inputs are supported")
+        return decode(source, self.height)[..., None]
+
+    def prepare(self, sources) -> np.ndarray:
+        """Files as a float32 (N, H, W, C) model-input batch."""
+        batch = np.stack([self.load(s) for s in sources]).astype(np.float32)
+        return self.normalize(batch)
