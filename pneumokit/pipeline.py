@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -61,6 +62,14 @@ def build_augmentations(spec, catalog: Catalog, seed: int | None = None) -> list
                 f"augmentation {name!r}: {exc}; its parameters are {dict(aug.params)}"
             ) from exc
     return layers
+
+
+def _takes_seed(layer) -> bool:
+    """Whether a layer's ``call`` accepts a per-call ``seed`` (stateless augmentation)."""
+    try:
+        return "seed" in inspect.signature(layer.call).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _cache_file(cache_dir: str, paths: Sequence[str], pre: Preprocessing) -> Path:
@@ -142,23 +151,34 @@ def make_dataset(
                                   stateful=False)
         return tf.ensure_shape(batch, (None, *shape))
 
-    def to_input(x):
+    seedable = [_takes_seed(layer) for layer in augmentations]
+    augment = training and bool(augmentations)
+
+    def to_input(x, batch_seed=None):
         x = tf.cast(x, tf.float32)
-        if training:
-            for layer in augmentations:
+        for k, layer in enumerate(augmentations if augment else ()):
+            if seedable[k]:
+                x = layer(x, training=True, seed=batch_seed + tf.constant([0, k], tf.int64))
+            else:
                 x = layer(x, training=True)
         return preprocessing.normalize(x)
 
-    # Random augmentation layers hold RNG state: with a seed, map batches one at
-    # a time so each batch draws the same numbers on every run.
-    parallel = None if (training and augmentations and seed is not None) else autotune
+    # Seedable layers get a per-batch seed from a seeded stream, so batches can
+    # be augmented in parallel and still repeat exactly. Layers that keep their
+    # own RNG state must see the batches one at a time for that.
+    parallel = None if (augment and seed is not None and not all(seedable)) else autotune
     ds = tf.data.Dataset.range(len(paths))
     if training:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds))
+    else:
+        ds = ds.map(lambda i: (i, tf.zeros([2], tf.int64)))
     if labels is None:
-        ds = ds.map(lambda i: to_input(gather(i)), num_parallel_calls=parallel)
+        ds = ds.map(lambda i, s: to_input(gather(i), s), num_parallel_calls=parallel)
     else:
         y = tf.constant(np.asarray(labels, dtype=np.float32))
-        ds = ds.map(lambda i: (to_input(gather(i)), tf.gather(y, i)), num_parallel_calls=parallel)
+        ds = ds.map(lambda i, s: (to_input(gather(i), s), tf.gather(y, i)), num_parallel_calls=parallel)
     return ds.prefetch(autotune)

@@ -9,13 +9,11 @@ from __future__ import annotations
 from ..catalog import Augmentation
 from ..hookspecs import hookimpl
 
-VALUE_RANGE = (0.0, 255.0)
-
 
 def flip(mode: str = "horizontal", seed: int | None = None):
-    import keras
+    from .layers import RandomFlip
 
-    return keras.layers.RandomFlip(mode, seed=seed)
+    return RandomFlip(mode, seed=seed)
 
 
 def crop(fraction: float = 0.9, seed: int | None = None):
@@ -25,27 +23,27 @@ def crop(fraction: float = 0.9, seed: int | None = None):
 
 
 def brightness(factor: float = 0.1, seed: int | None = None):
-    import keras
+    from .layers import RandomBrightness
 
-    return keras.layers.RandomBrightness(factor, value_range=VALUE_RANGE, seed=seed)
+    return RandomBrightness(factor, seed=seed)
 
 
 def contrast(factor: float = 0.1, seed: int | None = None):
-    import keras
+    from .layers import RandomContrast
 
-    return keras.layers.RandomContrast(factor, value_range=VALUE_RANGE, seed=seed)
+    return RandomContrast(factor, seed=seed)
 
 
 def rotate(degrees: float = 5.0, seed: int | None = None):
-    import keras
+    from .layers import RandomRotation
 
-    return keras.layers.RandomRotation(degrees / 360.0, fill_mode="reflect", seed=seed)
+    return RandomRotation(degrees, seed=seed)
 
 
 def zoom(factor: float = 0.1, seed: int | None = None):
-    import keras
+    from .layers import RandomZoom
 
-    return keras.layers.RandomZoom(factor, fill_mode="reflect", seed=seed)
+    return RandomZoom(factor, seed=seed)
 
 
 _BUILTINS = [
