@@ -87,45 +87,67 @@ def stall(paths, labels, size, augment, epochs):
     return float(np.median(files)), float(np.median(memory))
 
 
+def median_rounds(fn, rounds):
+    """Run ``fn`` ``rounds`` times; the median of each figure it returns (VM timing noise)."""
+    results = [fn() for _ in range(rounds)]
+    return tuple(float(np.median(col)) for col in zip(*results, strict=True))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/chest_xray"))
     parser.add_argument("--size", type=int, default=224, help="image size for (a)-(c)")
     parser.add_argument("--augment", default="flip,crop,brightness,contrast")
-    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=3, help="cached passes per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
     parser.add_argument("--stall-size", type=int, default=128)
-    parser.add_argument("--stall-epochs", type=int, default=2)
+    parser.add_argument("--stall-epochs", type=int, default=3)
     args = parser.parse_args()
 
     index = scan(args.data).require_usable()
     paths, labels = index["path"].tolist(), index["label"].tolist()
-    print(f"{len(paths)} images from {args.data}; {os.cpu_count()} CPU cores")
-    naive_ips = naive(paths, args.size)
-    print(f"(a) naive Pillow loop at {args.size}px: {naive_ips:.0f} images/s")
-    first, cached = pipeline_passes(paths, labels, args.size, args.augment, args.passes)
-    peak = rss_mb()
-    print(f"(b) pipeline first pass: {first:.0f} images/s; (c) cached passes: {cached:.0f} images/s "
-          f"(augment={args.augment}); peak RSS so far {peak:.0f} MB")
-    naive_small = naive(paths, args.stall_size)
-    first_small, cached_small = pipeline_passes(paths, labels, args.stall_size, args.augment, args.passes)
-    print(f"at {args.stall_size}px: naive {naive_small:.0f}, first pass {first_small:.0f}, "
-          f"cached {cached_small:.0f} images/s")
+    print(f"{len(paths)} images from {args.data}; {os.cpu_count()} CPU cores; "
+          f"medians of {args.rounds} interleaved rounds")
+    figures = {}
+    for size in (args.size, args.stall_size):
+        def one_round(size=size):
+            return (naive(paths, size),
+                    *pipeline_passes(paths, labels, size, args.augment, args.passes),
+                    *pipeline_passes(paths, labels, size, "", args.passes))
+
+        n, first, cached, first_plain, cached_plain = median_rounds(one_round, args.rounds)
+        figures[size] = {"naive": n, "first": first, "cached": cached,
+                         "first_plain": first_plain, "cached_plain": cached_plain}
+        print(f"{size}px: (a) naive {n:.0f} images/s; augment={args.augment}: (b) first pass "
+              f"{first:.0f}, (c) cached {cached:.0f}; no augmentation: first pass "
+              f"{first_plain:.0f}, cached {cached_plain:.0f}")
+        if size == args.size:
+            peak = rss_mb()
+            print(f"peak RSS after the {size}px passes: {peak:.0f} MB")
     file_s, memory_s = stall(paths, labels, args.stall_size, args.augment, args.stall_epochs)
     print(f"cnn_optimized epoch at {args.stall_size}px: fed by the pipeline {file_s:.2f}s, "
           f"from in-memory tensors {memory_s:.2f}s")
+    main_fig, small = figures[args.size], figures[args.stall_size]
     print(json.dumps({
         "images": len(paths),
         "image_size": args.size,
         "augment": args.augment,
-        "naive_images_per_s": round(naive_ips, 1),
-        "first_pass_images_per_s": round(first, 1),
-        "cached_images_per_s": round(cached, 1),
-        "ratio_first_pass_vs_naive": round(first / naive_ips, 3),
-        "ratio_cached_vs_first_pass": round(cached / first, 3),
-        "peak_rss_mb_after_cached_passes": round(peak, 1),
-        f"naive_images_per_s_{args.stall_size}px": round(naive_small, 1),
-        f"first_pass_images_per_s_{args.stall_size}px": round(first_small, 1),
-        f"cached_images_per_s_{args.stall_size}px": round(cached_small, 1),
+        "naive_images_per_s": round(main_fig["naive"], 1),
+        "first_pass_images_per_s": round(main_fig["first"], 1),
+        "cached_images_per_s": round(main_fig["cached"], 1),
+        "ratio_first_pass_vs_naive": round(main_fig["first"] / main_fig["naive"], 3),
+        "ratio_cached_vs_first_pass": round(main_fig["cached"] / main_fig["first"], 3),
+        "first_pass_images_per_s_no_augment": round(main_fig["first_plain"], 1),
+        "cached_images_per_s_no_augment": round(main_fig["cached_plain"], 1),
+        "ratio_first_pass_vs_naive_no_augment": round(main_fig["first_plain"] / main_fig["naive"], 3),
+        "ratio_cached_vs_first_pass_no_augment": round(
+            main_fig["cached_plain"] / main_fig["first_plain"], 3),
+        "peak_rss_mb": round(peak, 1),
+        f"naive_images_per_s_{args.stall_size}px": round(small["naive"], 1),
+        f"first_pass_images_per_s_{args.stall_size}px": round(small["first"], 1),
+        f"cached_images_per_s_{args.stall_size}px": round(small["cached"], 1),
+        f"ratio_first_pass_vs_naive_{args.stall_size}px": round(small["first"] / small["naive"], 3),
+        "stall_image_size": args.stall_size,
         "epoch_s_file_fed": round(file_s, 3),
         "epoch_s_in_memory": round(memory_s, 3),
         "stall_ratio": round(file_s / memory_s, 3),

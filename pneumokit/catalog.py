@@ -89,6 +89,12 @@ class Architecture:
                 f"architecture {self.name!r}: unknown preprocessing {self.preprocessing!r}; "
                 f"choose one of {sorted(PREPROCESSING_PRESETS)}"
             )
+        means = len(PREPROCESSING_PRESETS[self.preprocessing]["mean"])
+        if means not in (1, self.channels):
+            raise CatalogError(
+                f"architecture {self.name!r}: preprocessing {self.preprocessing!r} is for "
+                f"{means}-channel input but channels={self.channels}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -53,7 +53,7 @@ def build_augmentations(spec, catalog: Catalog, seed: int | None = None) -> list
     for i, (name, params) in enumerate(parse_augmentations(spec)):
         aug = catalog.augmentation(name)
         kwargs = {**aug.params, **params}
-        if seed is not None:
+        if seed is not None and _accepts(aug.build, "seed"):
             kwargs.setdefault("seed", seed + i)
         try:
             layers.append(aug.build(**kwargs))
@@ -64,12 +64,16 @@ def build_augmentations(spec, catalog: Catalog, seed: int | None = None) -> list
     return layers
 
 
-def _takes_seed(layer) -> bool:
-    """Whether a layer's ``call`` accepts a per-call ``seed`` (stateless augmentation)."""
+def _accepts(fn, name: str) -> bool:
     try:
-        return "seed" in inspect.signature(layer.call).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _takes_seed(layer) -> bool:
+    """Whether a layer's ``call`` accepts a per-call ``seed`` (stateless augmentation)."""
+    return _accepts(layer.call, "seed")
 
 
 def _cache_file(cache_dir: str, paths: Sequence[str], pre: Preprocessing) -> Path:

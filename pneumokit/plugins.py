@@ -127,6 +127,20 @@ def load_plugins(load: Iterable[str] | str | None = None) -> LoadedPlugins:
             info.errors.append(f"failed to load {ep.value!r}: {type(exc).__name__}: {exc}")
             continue
         owner[plugin_name] = info
+        for attr in dir(module):
+            if attr not in _HOOKS and pm.parse_hookimpl_opts(module, attr) is not None:
+                info.errors.append(
+                    f"{ep.value}.{attr} is marked @hookimpl but is not a pneumokit hook; "
+                    f"the hooks are {', '.join(_HOOKS)}"
+                )
+
+    if allowed:
+        for name in sorted(allowed - set(infos)):
+            infos[name] = PluginInfo(
+                name=name, version="",
+                errors=[f"named in {LOAD_ENV} but no installed distribution has "
+                        f"'{ENTRY_POINT_GROUP}' entry points by that name"],
+            )
 
     catalog = Catalog()
     for hook_name, (record_type, attr) in _HOOKS.items():
@@ -159,14 +173,17 @@ def _call_hook(impl, info: PluginInfo, record_type, records: dict, attr: str, in
         existing = records.get(record.name)
         if existing is not None:
             kind = attr[:-1]
+            if existing.plugin == info.name:
+                info.errors.append(f"duplicate {kind} name {record.name!r}: registered twice by "
+                                   f"{info.name!r}; kept the first")
+                continue
             info.errors.append(
                 f"duplicate {kind} name {record.name!r}: registered by both "
                 f"{existing.plugin!r} and {info.name!r}; kept the one from {existing.plugin!r}"
             )
-            if existing.plugin != info.name:
-                other = infos.get(_normalize(existing.plugin))
-                if other is not None and other is not info and _normalize(other.name) != BUILTIN:
-                    other.errors.append(f"{kind} {record.name!r} is also registered by {info.name!r}")
+            other = infos.get(_normalize(existing.plugin))
+            if other is not None and _normalize(other.name) != BUILTIN:
+                other.errors.append(f"{kind} {record.name!r} is also registered by {info.name!r}")
             continue
         records[record.name] = record
         getattr(info, attr).append(record.name)

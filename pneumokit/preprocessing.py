@@ -60,7 +60,7 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
         with Image.open(source) as img:
             if draft and size is not None and img.format == "JPEG":
                 img.draft("L", (size, size))
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)
             img = to_grayscale8(img)
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)

@@ -36,3 +36,34 @@ def _params(aug):
 def test_crop_fraction_is_validated():
     with pytest.raises(ValueError, match="fraction"):
         get_catalog().augmentation("crop").build(fraction=1.5)
+
+
+@pytest.mark.parametrize("aug", AUGMENTATIONS, ids=[a.name for a in AUGMENTATIONS])
+def test_float32_kept_under_mixed_precision(aug):
+    import keras
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = aug.build(**aug.params)
+        images = tf.random.uniform((2, 32, 32, 1), 0, 255)
+        assert layer(images, training=True).dtype == tf.float32
+        assert layer(images, training=False).dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_builder_without_seed_parameter_gets_none():
+    from pneumokit import Augmentation
+    from pneumokit.catalog import Catalog
+    from pneumokit.pipeline import build_augmentations
+
+    seen = {}
+
+    def build(strength=1):
+        seen["strength"] = strength
+        return object()
+
+    catalog = Catalog(augmentations={"plain": Augmentation(name="plain", build=build)})
+    assert len(build_augmentations("plain:strength=3", catalog, seed=5)) == 1
+    assert seen == {"strength": 3}

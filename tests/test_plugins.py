@@ -207,3 +207,35 @@ def test_separately_installed_distribution_is_discovered_by_a_fresh_process(tmp_
         env=env, capture_output=True, text=True, check=True,
     )
     assert json.loads(out.stdout) == []
+
+
+def test_misspelled_hook_is_reported(fake_entry_points):
+    fake_entry_points(
+        FakeEntryPoint("typo", "m", make_module("t", register_architecture=good_arch))
+    )
+    error = by_name(pneumokit.load_plugins())["typo"].error
+    assert "register_architecture is marked @hookimpl but is not a pneumokit hook" in error
+
+
+def test_unknown_name_in_load_env_is_reported(fake_entry_points, monkeypatch):
+    fake_entry_points()
+    monkeypatch.setenv("PNEUMOKIT_LOAD_PLUGINS", "no-such-plugin")
+    infos = by_name(pneumokit.load_plugins())
+    assert "named in PNEUMOKIT_LOAD_PLUGINS" in infos["no-such-plugin"].error
+    assert infos["pneumokit"].error is None
+
+
+def test_same_plugin_registering_a_name_twice(fake_entry_points):
+    def twice(register):
+        good_arch(register)
+        good_arch(register)
+
+    fake_entry_points(FakeEntryPoint("twice", "m", make_module("w", register_architectures=twice)))
+    loaded = pneumokit.load_plugins()
+    assert "registered twice by 'twice'" in by_name(loaded)["twice"].error
+    assert "good_net" in loaded.catalog.architectures
+
+
+def test_preprocessing_must_fit_channels():
+    with pytest.raises(pneumokit.CatalogError, match="3-channel input but channels=1"):
+        pneumokit.Architecture(name="x", build=tiny_build, channels=1, preprocessing="caffe")

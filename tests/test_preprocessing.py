@@ -85,3 +85,11 @@ def test_real_originals_decode(tmp_path):
     for path in originals:
         img = pre.load(path)
         assert img.shape == (224, 224, 1) and 10 < img.mean() < 245, path
+
+
+def test_exif_orientation_is_applied():
+    img = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4) * 20)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise for display
+    got = decode(_save(img, "JPEG", exif=exif.tobytes(), quality=100), None)
+    assert got.shape == (4, 3)
