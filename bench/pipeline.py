@@ -10,7 +10,8 @@ pipeline (after its first epoch) vs fed from the same tensors held in memory.
 import argparse
 import json
 import os
-import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,8 +28,22 @@ from pneumokit.preprocessing import Preprocessing  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def memory_mb() -> dict:
+    """Peak RSS, current RSS and its anonymous part (RSS less shared library pages mapped from disk)."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    kb = {k: int(status[k].split()[0]) for k in ("VmHWM", "VmRSS", "RssAnon", "RssFile")}
+    return {k: round(v / 1024, 1) for k, v in kb.items()}
+
+
+def memory_child(paths, labels, size, augment, passes):
+    """One pipeline, as a training run would hold it, in a fresh process: its memory."""
+    pre = Preprocessing.from_preset("unit", size, 1)
+    augs = build_augmentations(augment, get_catalog(), seed=0)
+    ds = make_dataset(paths, labels, pre, batch_size=64, training=True, augmentations=augs, seed=0)
+    for _ in range(1 + passes):
+        for _ in ds:
+            pass
+    print(json.dumps(memory_mb()))
 
 
 def naive(paths, size):
@@ -54,16 +69,11 @@ def pipeline_passes(paths, labels, size, augment, passes):
     return first, cached
 
 
-def epoch_seconds(model, ds, epochs):
-    times = []
-    for _ in range(epochs):
-        t = time.perf_counter()
-        model.fit(ds, epochs=1, verbose=0)
-        times.append(time.perf_counter() - t)
-    return times
-
-
 def stall(paths, labels, size, augment, epochs):
+    """Median epoch seconds of cnn_optimized fed by the pipeline vs from in-memory tensors.
+
+    Epochs of the two alternate (ABAB...) so that drift in the VM's speed hits both alike.
+    """
     import keras
     import tensorflow as tf
 
@@ -82,9 +92,14 @@ def stall(paths, labels, size, augment, epochs):
         model.compile(optimizer="adam", loss="binary_crossentropy")
         return model
 
-    files = epoch_seconds(fresh(), file_fed, epochs + 1)[1:]  # skip the pipeline's first pass
-    memory = epoch_seconds(fresh(), in_memory, epochs + 1)[1:]  # skip tracing/warm-up
-    return float(np.median(files)), float(np.median(memory))
+    runs = {"file": (fresh(), file_fed, []), "memory": (fresh(), in_memory, [])}
+    for epoch in range(epochs + 1):  # epoch 0: the pipeline's first pass and tracing, not counted
+        for model, ds, times in runs.values():
+            t = time.perf_counter()
+            model.fit(ds, epochs=1, verbose=0)
+            if epoch:
+                times.append(time.perf_counter() - t)
+    return float(np.median(runs["file"][2])), float(np.median(runs["memory"][2]))
 
 
 def median_rounds(fn, rounds):
@@ -102,10 +117,21 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
     parser.add_argument("--stall-size", type=int, default=128)
     parser.add_argument("--stall-epochs", type=int, default=3)
+    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     index = scan(args.data).require_usable()
     paths, labels = index["path"].tolist(), index["label"].tolist()
+    if args.memory_only:
+        memory_child(paths, labels, args.size, args.augment, args.passes)
+        return
+    child = subprocess.run([sys.executable, __file__, "--memory-only",
+                            "--data", args.data, "--size", str(args.size), "--augment", args.augment],
+                           capture_output=True, text=True, check=True)
+    memory = json.loads(child.stdout.strip().splitlines()[-1])
+    print(f"memory of one {args.size}px pipeline after {1 + args.passes} passes (fresh process): "
+          f"peak RSS {memory['VmHWM']:.0f} MB, of which TensorFlow's shared libraries "
+          f"{memory['RssFile']:.0f} MB; anonymous (process-private) {memory['RssAnon']:.0f} MB")
     print(f"{len(paths)} images from {args.data}; {os.cpu_count()} CPU cores; "
           f"medians of {args.rounds} interleaved rounds")
     figures = {}
@@ -121,9 +147,6 @@ def main():
         print(f"{size}px: (a) naive {n:.0f} images/s; augment={args.augment}: (b) first pass "
               f"{first:.0f}, (c) cached {cached:.0f}; no augmentation: first pass "
               f"{first_plain:.0f}, cached {cached_plain:.0f}")
-        if size == args.size:
-            peak = rss_mb()
-            print(f"peak RSS after the {size}px passes: {peak:.0f} MB")
     file_s, memory_s = stall(paths, labels, args.stall_size, args.augment, args.stall_epochs)
     print(f"cnn_optimized epoch at {args.stall_size}px: fed by the pipeline {file_s:.2f}s, "
           f"from in-memory tensors {memory_s:.2f}s")
@@ -142,7 +165,9 @@ def main():
         "ratio_first_pass_vs_naive_no_augment": round(main_fig["first_plain"] / main_fig["naive"], 3),
         "ratio_cached_vs_first_pass_no_augment": round(
             main_fig["cached_plain"] / main_fig["first_plain"], 3),
-        "peak_rss_mb": round(peak, 1),
+        "peak_rss_mb": memory["VmHWM"],
+        "rss_file_backed_mb": memory["RssFile"],
+        "rss_anonymous_mb": memory["RssAnon"],
         f"naive_images_per_s_{args.stall_size}px": round(small["naive"], 1),
         f"first_pass_images_per_s_{args.stall_size}px": round(small["first"], 1),
         f"cached_images_per_s_{args.stall_size}px": round(small["cached"], 1),
