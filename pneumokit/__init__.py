@@ -3,13 +3,19 @@
 Importing pneumokit is cheap: TensorFlow is imported only by the functions that need it.
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
+import os
 
-from .backend import check_backend
-from .catalog import Architecture, Augmentation, CatalogError
-from .hookspecs import hookimpl
-from .plugins import get_catalog, load_plugins
+# TensorFlow's C++ INFO/WARNING logs (oneDNN notices, grappler cost-model
+# noise) drown real output; errors still show. Set the variable to override.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from importlib.metadata import PackageNotFoundError  # noqa: E402
+from importlib.metadata import version as _version  # noqa: E402
+
+from .backend import check_backend  # noqa: E402
+from .catalog import Architecture, Augmentation, CatalogError  # noqa: E402
+from .hookspecs import hookimpl  # noqa: E402
+from .plugins import get_catalog, load_plugins  # noqa: E402
 
 check_backend()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -30,6 +31,44 @@ def _warn_plugin_errors() -> None:
             f"warning: plugin(s) with errors: {', '.join(failed)} (see `pneumokit plugins`)",
             err=True,
         )
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Turn the errors a user can fix into a one-paragraph message, not a traceback."""
+    from .architectures.transfer import WeightsUnavailableError
+    from .catalog import CatalogError
+    from .data import DatasetError
+    from .preprocessing import ImageDecodeError
+    from .registry import RegistryError
+
+    known = (CatalogError, DatasetError, ImageDecodeError, RegistryError, WeightsUnavailableError)
+    try:
+        yield
+    except known as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    from .pipeline import _number
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE, e.g. weights=none",
+                                     param_hint="--option")
+        low = value.lower()
+        options[key] = True if low == "true" else False if low == "false" else _number(value)
+    return options
+
+
+registry_option = click.option(
+    "--registry", "registry_root", type=click.Path(file_okay=False),
+    help="Registry folder (default: $PNEUMOKIT_REGISTRY, else ./registry).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+data_option = click.option("--data", "data_dir", type=click.Path(file_okay=False),
+                           help="Dataset folder (default: the bundled demo set).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,8 +163,8 @@ def _format_check(r: dict) -> str:
         lines.append(f"file names without a patient id (each its own group): "
                      f"{r['unparsed_patient_ids']}")
     d = r["duplicates"]
-    lines.append(f"byte-identical duplicates: {d['groups']} groups, {d['files']} files"
-                 f" ({d['groups_across_patients']} groups span several patients)")
+    lines.append(f"byte-identical duplicates: {d['groups']} group(s), {d['files']} files"
+                 f" ({d['groups_across_patients']} span several patients)")
     lines.append("modes: " + ", ".join(f"{m} {n}" for m, n in r["modes"].items()))
     w, h = r["sizes"]["width"], r["sizes"]["height"]
     if w:
@@ -138,6 +177,238 @@ def _format_check(r: dict) -> str:
     else:
         lines.append("problems: none — usable")
     return "\n".join(lines)
+
+
+@main.command("train")
+@data_option
+@click.option("--model", "architecture", default=None, help="Architecture name (default: cnn_optimized).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Maximum epochs (default 20).")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Batch size (default 32).")
+@click.option("--image-size", type=click.IntRange(8), default=None,
+              help="Square input size (default: the architecture's).")
+@click.option("--augment", default=None,
+              help="Augmentations, e.g. 'crop,rotate:degrees=10' ('' for none; default "
+                   "crop,rotate,brightness,contrast).")
+@click.option("--option", "-o", "options", multiple=True,
+              help="Architecture option KEY=VALUE, e.g. -o weights=none (repeatable).")
+@click.option("--learning-rate", type=float, default=None, help="Adam learning rate (default 1e-3).")
+@click.option("--val-fraction", type=float, default=None,
+              help="Patient-grouped validation fraction (default 0.15).")
+@click.option("--seed", type=int, default=None, help="Random seed (default 42).")
+@click.option("--name", default=None, help="Registered model name (default: the architecture's name).")
+@registry_option
+@click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@json_option
+def train_command(data_dir, architecture, epochs, batch_size, image_size, augment, options,
+                  learning_rate, val_fraction, seed, name, registry_root, skip_bad, quiet, as_json):
+    """Train one model on the train (+ val) split and register it as a new version."""
+    from .config import TrainConfig
+    from .progress import progress_enabled
+    from .registry import Registry
+    from .train import train
+
+    given = {"architecture": architecture, "epochs": epochs, "batch_size": batch_size,
+             "image_size": image_size, "augment": augment, "learning_rate": learning_rate,
+             "val_fraction": val_fraction, "seed": seed}
+    config = TrainConfig(**{k: v for k, v in given.items() if v is not None},
+                         options=_parse_options(options), skip_bad=skip_bad)
+    with _user_errors():
+        result = train(config, data_dir, registry=Registry(registry_root), name=name,
+                       progress=progress_enabled(quiet or as_json))
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    for p in result.skipped:
+        click.echo(f"skipped {p.path}: {p.reason}")
+    m = result.metrics["validation"]
+    click.echo(f"registered {result.version.ref} at {result.version.path}")
+    n_val = result.version.metadata["split"]["validation_images"]
+    click.echo(f"best epoch {result.best_epoch}; validation ({n_val} images) at threshold "
+               f"{result.threshold:.3f}:")
+    click.echo("  " + "  ".join(f"{k} {m[k]:.4f}" for k in
+                                ("auc", "accuracy", "recall", "specificity", "precision", "f1")))
+
+
+@main.group("registry")
+def registry_group() -> None:
+    """List, inspect, alias and delete registered models."""
+
+
+@registry_group.command("list")
+@registry_option
+@json_option
+def registry_list(registry_root, as_json):
+    """List registered models with their versions and aliases."""
+    from .registry import Registry
+
+    reg = Registry(registry_root)
+    rows = reg.list()
+    if as_json:
+        _echo_json(rows)
+    elif not rows:
+        click.echo(f"no models in {reg.root}")
+    else:
+        click.echo(_table([{**r, "versions": ",".join(map(str, r["versions"])),
+                            "aliases": ", ".join(f"{a}={v}" for a, v in r["aliases"].items())}
+                           for r in rows], ["name", "latest", "versions", "aliases"]))
+
+
+@registry_group.command("show")
+@click.argument("ref")
+@registry_option
+@json_option
+def registry_show(ref, registry_root, as_json):
+    """Show one version's metadata (REF: name, name:3 or name@alias)."""
+    from .registry import Registry
+
+    with _user_errors():
+        mv = Registry(registry_root).get(ref)
+    if as_json:
+        _echo_json({"ref": mv.ref, "path": str(mv.path), "metadata": mv.metadata})
+        return
+    meta = mv.metadata
+    click.echo(f"{mv.ref}  ({mv.path})")
+    click.echo(f"  created: {meta.get('created_at')}  architecture: {meta['architecture']['name']} "
+               f"({meta['architecture']['plugin']} {meta['architecture']['plugin_version']})")
+    click.echo(f"  input: {meta['image_size']}x{meta['image_size']}x{meta['channels']}  "
+               f"threshold: {meta['threshold']:.4f}")
+    for key, value in meta.get("metrics", {}).items():
+        if isinstance(value, dict) and "auc" in value:
+            click.echo(f"  {key}: " + "  ".join(
+                f"{k} {value[k]:.4f}" for k in ("auc", "accuracy", "recall", "specificity")))
+    onnx_info = meta.get("onnx")
+    if onnx_info:
+        click.echo(f"  onnx: opset {onnx_info['opset']}, parity max |diff| "
+                   f"{onnx_info['parity']['max_abs_diff']:.2e}")
+    click.echo("  artifacts: " + ", ".join(sorted(meta.get("artifacts", {}))))
+
+
+@registry_group.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=click.IntRange(1))
+@registry_option
+def registry_alias(name, alias, version, registry_root):
+    """Point NAME@ALIAS at VERSION (e.g. production)."""
+    from .registry import Registry
+
+    with _user_errors():
+        Registry(registry_root).set_alias(name, alias, version)
+    click.echo(f"{name}@{alias} -> {name}:{version}")
+
+
+@registry_group.command("delete")
+@click.argument("ref")
+@click.option("--force", is_flag=True, help="Delete even if aliases point to it (they are removed).")
+@registry_option
+def registry_delete(ref, force, registry_root):
+    """Delete one version."""
+    from .registry import Registry
+
+    with _user_errors():
+        mv = Registry(registry_root).delete(ref, force=force)
+    click.echo(f"deleted {mv.ref}")
+
+
+@main.command("export")
+@click.argument("ref")
+@click.option("--opset", type=click.IntRange(13), default=17, show_default=True, help="ONNX opset.")
+@registry_option
+@json_option
+def export_command(ref, opset, registry_root, as_json):
+    """Export a registered model to ONNX (parity-checked) in its version folder."""
+    from .export import ExportError, export
+    from .registry import Registry
+
+    with _user_errors():
+        try:
+            result = export(ref, Registry(registry_root), opset=opset)
+        except ExportError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        click.echo(f"exported {result.ref} to {result.path} (opset {result.opset}); parity on "
+                   f"{result.parity_images} demo images: max |keras - onnx| = {result.max_abs_diff:.2e}")
+
+
+@main.command("predict")
+@click.argument("model")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the rows to this CSV file.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Decision threshold (default: the model's).")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--providers", default="auto", show_default=True,
+              help="onnxruntime providers: auto (CUDA then CPU), cpu or cuda.")
+@registry_option
+@json_option
+def predict_command(model, inputs, output, threshold, batch_size, providers, registry_root, as_json):
+    """Score images with an exported model (MODEL: a .onnx file or a registry ref).
+
+    INPUTS are image files or folders (searched recursively). Exit status 1
+    if any file could not be read.
+    """
+    from .registry import Registry
+    from .runtime import Predictor, expand_inputs
+
+    with _user_errors():
+        predictor = Predictor(model, providers=providers, registry=Registry(registry_root))
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise click.ClickException(f"no images found in {', '.join(inputs)}")
+    rows = predictor.predict_files(paths, batch_size=batch_size, threshold=threshold)
+    if output:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(output, index=False)
+    if as_json:
+        _echo_json({"model": str(predictor.path), "providers": predictor.providers_in_use,
+                    "threshold": predictor.threshold if threshold is None else threshold,
+                    "predictions": rows})
+    else:
+        click.echo(f"# {predictor.path} on {predictor.providers_in_use[0]}", err=True)
+        shown = [{**r, "probability": "" if r["probability"] is None else f"{r['probability']:.4f}",
+                  "label": r["label"] or f"ERROR: {r['error']}"} for r in rows]
+        click.echo(_table(shown, ["path", "probability", "label"]))
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        click.echo(f"{len(failed)} of {len(rows)} file(s) could not be read", err=True)
+        sys.exit(1)
+
+
+@main.command("evaluate")
+@click.argument("ref")
+@data_option
+@click.option("--split", default="test", show_default=True, help="Which split to score.")
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Folder for metrics.json, predictions.csv, roc.png, confusion.png "
+                   "(default runs/evaluate/NAME-vVERSION-SPLIT).")
+@click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed).")
+@registry_option
+@json_option
+def evaluate_command(ref, data_dir, split, output, skip_bad, registry_root, as_json):
+    """Accuracy, precision, recall, specificity, F1, AUC and confusion of REF on a split."""
+    from .evaluate import evaluate
+    from .registry import Registry
+
+    with _user_errors():
+        report = evaluate(ref, data_dir, split=split, registry=Registry(registry_root),
+                          output=output, skip_bad=skip_bad)
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo(f"{report['ref']} on {report['split']} ({report['images']} images) with {report['engine']}")
+    rows = []
+    for key, label in (("at_threshold", f"threshold {report['threshold']:.3f}"), ("at_0.5", "0.5")):
+        m = report[key]
+        rows.append({"at": label, **{k: f"{m[k]:.4f}" for k in
+                                     ("accuracy", "precision", "recall", "specificity", "f1", "auc")},
+                     "confusion [[tn, fp], [fn, tp]]": str(m["confusion_matrix"])})
+    click.echo(_table(rows, ["at", "accuracy", "precision", "recall", "specificity", "f1", "auc",
+                             "confusion [[tn, fp], [fn, tp]]"]))
+    click.echo("wrote " + ", ".join(report["files"].values()))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -22,3 +23,32 @@ DEFAULT_THRESHOLD = 0.5
 # Decoding/resizing rule shared by training, export metadata and inference.
 RESIZE_METHOD = "bilinear"  # Pillow's bilinear filter, antialiased when shrinking
 JPEG_DRAFT = True  # let libjpeg decode grayscale at a reduced DCT scale (>= target size)
+
+# Training. Augmentation default: small geometric and photometric changes an
+# X-ray plausibly shows; no left-right flip, since anatomy is not symmetric.
+DEFAULT_AUGMENT = "crop,rotate,brightness,contrast"
+DEFAULT_EPOCHS = 20
+DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_PATIENCE = 5
+DEFAULT_VAL_FRACTION = 0.15
+DEFAULT_MODEL_NAME = None  # None: the architecture's name
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides one training run. Defaults live here only."""
+
+    architecture: str = DEFAULT_ARCHITECTURE
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    image_size: int | None = None  # None: the architecture's default
+    augment: str = DEFAULT_AUGMENT
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    patience: int = DEFAULT_PATIENCE
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    seed: int = DEFAULT_SEED
+    options: dict = field(default_factory=dict)  # the architecture builder's options
+    skip_bad: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)

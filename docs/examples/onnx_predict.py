@@ -1,0 +1,51 @@
+"""Score chest X-rays with a pneumokit ONNX file, using only onnxruntime, NumPy and Pillow.
+
+    python onnx_predict.py model.onnx image.jpeg [image2.png ...]
+
+Everything needed is read from the file's metadata_props (pneumokit.*).
+"""
+
+import json
+import sys
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+
+def load(path, pre):
+    """Decode, grayscale, resize and normalise one image as pneumokit.preprocessing does."""
+    height, width = pre["height"], pre["width"]
+    with Image.open(path) as img:
+        if pre.get("jpeg_draft") and img.format == "JPEG":
+            img.draft("L", (width, height))  # libjpeg decodes at a reduced DCT scale
+        ImageOps.exif_transpose(img, in_place=True)
+        if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit: scale, do not clip
+            wide = np.asarray(img, dtype=np.float64) * (255.0 / 65535.0)
+            img = Image.fromarray(np.clip(np.rint(wide), 0, 255).astype(np.uint8))
+        elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            img = img.convert("RGBA").convert("RGB")  # drop alpha
+        img = img.convert("L")
+        if img.size != (width, height):
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
+        pixels = np.asarray(img, dtype=np.float32)[:, :, None]  # (H, W, 1)
+    mean = np.asarray(pre["mean"], dtype=np.float32)  # one value per model channel
+    std = np.asarray(pre["std"], dtype=np.float32)
+    return (pixels * np.float32(pre["scale"]) - mean) / std  # broadcasts gray to C channels
+
+
+def main(model_path, image_paths):
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    pre = json.loads(meta["pneumokit.preprocessing"])
+    input_name = json.loads(meta["pneumokit.input"])["name"]
+    classes = json.loads(meta["pneumokit.class_names"])
+    threshold = float(meta["pneumokit.threshold"])
+    batch = np.stack([load(p, pre) for p in image_paths])
+    probability = session.run(None, {input_name: batch})[0][:, 0]
+    for path, p in zip(image_paths, probability, strict=True):
+        print(f"{path},{p:.6f},{classes[int(p >= threshold)]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])

@@ -1,0 +1,78 @@
+"""``pneumokit evaluate``: metrics of a registered model on a split, with ROC and confusion plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import CLASS_NAMES
+from .data import DatasetError, scan
+from .metrics import binary_metrics
+from .preprocessing import Preprocessing
+from .registry import Registry
+
+
+def _keras_probabilities(registry: Registry, ref: str, paths, pre: Preprocessing) -> np.ndarray:
+    from .pipeline import make_dataset
+
+    model = registry.load_model(ref)
+    return model.predict(make_dataset(paths, None, pre, batch_size=64), verbose=0).ravel()
+
+
+def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str = "test",
+             registry: Registry | None = None, output: str | os.PathLike | None = None,
+             skip_bad: bool = False) -> dict:
+    """Score ``ref`` on one split of a dataset.
+
+    Uses the version's ONNX file when it has one (what is deployed), else the
+    Keras model; both apply the model's recorded preprocessing. Reports
+    metrics at the model's stored threshold and at 0.5, and writes
+    ``metrics.json``, ``predictions.csv``, ``roc.png`` and ``confusion.png`` to ``output``.
+    """
+    from .export import ONNX_FILE
+    from .plots import confusion, roc_curves
+
+    registry = registry or Registry()
+    mv = registry.get(ref)
+    result = scan(data_dir, splits=[split])
+    index = result.require_usable(skip_bad=skip_bad)
+    index = index[index["split"] == split]
+    if index.empty:
+        raise DatasetError(f"no {split}/ images in {result.root}; choose another --split "
+                           f"(the folder has: {sorted(set(scan(data_dir).index['split']))})")
+    paths, y = index["path"].tolist(), index["label"].to_numpy()
+    pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
+    if ONNX_FILE in mv.metadata.get("artifacts", {}):
+        from .runtime import Predictor
+
+        predictor = Predictor(mv.path / ONNX_FILE)
+        mv.verify(ONNX_FILE)
+        prob = np.concatenate([predictor.predict_batch(pre.prepare(paths[i:i + 64]))
+                               for i in range(0, len(paths), 64)])
+        engine = f"onnxruntime ({', '.join(predictor.providers_in_use)})"
+    else:
+        prob = _keras_probabilities(registry, mv.ref, paths, pre)
+        engine = "keras"
+    threshold = float(mv.metadata.get("threshold", 0.5))
+    out = Path(output) if output else Path("runs") / "evaluate" / f"{mv.name}-v{mv.version}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "ref": mv.ref, "data": str(result.root), "split": split, "images": len(paths),
+        "engine": engine, "threshold": threshold,
+        "at_threshold": binary_metrics(y, prob, threshold),
+        "at_0.5": binary_metrics(y, prob, 0.5),
+        "skipped": [p.to_dict() for p in result.problems],
+        "files": {name: str(out / name) for name in
+                  ("metrics.json", "predictions.csv", "roc.png", "confusion.png")},
+    }
+    pd.DataFrame({"path": paths, "label": y, "probability": prob}).to_csv(
+        out / "predictions.csv", index=False)
+    roc_curves([(f"{mv.ref} on {split}", y, prob)], out / "roc.png")
+    confusion(report["at_threshold"]["confusion_matrix"], out / "confusion.png", CLASS_NAMES,
+              f"{mv.ref} on {split}, threshold {threshold:.3f}")
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,145 @@
+"""Keras -> ONNX with tf2onnx, a parity check on real images, and self-describing metadata."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import CLASS_NAMES, DEMO_DATA_DIR
+from .preprocessing import Preprocessing
+from .registry import Registry
+
+DEFAULT_OPSET = 17
+PARITY_TOLERANCE = 1e-4
+PARITY_IMAGES = 32
+INPUT_NAME = "image"
+OUTPUT_NAME = "probability"
+ONNX_FILE = "model.onnx"
+
+
+class ExportError(RuntimeError):
+    """The export failed; nothing was written."""
+
+
+@dataclass
+class ExportResult:
+    ref: str
+    path: Path
+    opset: int
+    max_abs_diff: float
+    parity_images: int
+    tolerance: float
+
+    def to_dict(self) -> dict:
+        return {"ref": self.ref, "path": str(self.path), "opset": self.opset,
+                "parity": {"max_abs_diff": self.max_abs_diff, "images": self.parity_images,
+                           "tolerance": self.tolerance}}
+
+
+def metadata_props(meta: dict) -> dict[str, str]:
+    """The ``pneumokit.*`` keys another runtime needs to use the file on its own."""
+    pre = meta["preprocessing"]
+    return {
+        "pneumokit.class_names": json.dumps(meta.get("class_names", list(CLASS_NAMES))),
+        "pneumokit.threshold": str(float(meta["threshold"])),
+        "pneumokit.input": json.dumps({"name": INPUT_NAME, "layout": "NHWC", "height": pre["height"],
+                                       "width": pre["width"], "channels": pre["channels"],
+                                       "dtype": "float32"}),
+        "pneumokit.output": json.dumps({"name": OUTPUT_NAME, "meaning":
+                                        f"probability of {CLASS_NAMES[1]}", "shape": ["batch", 1]}),
+        "pneumokit.preprocessing": json.dumps(pre),
+        "pneumokit.model": json.dumps({"name": meta["name"], "version": meta["version"],
+                                       "architecture": meta["architecture"]["name"]}),
+        "pneumokit.version": __version__,
+    }
+
+
+def _is_mixed(model) -> bool:
+    return any(getattr(layer.dtype_policy, "compute_dtype", "float32") == "float16"
+               for layer in model._flatten_layers())
+
+
+def float32_copy(model, meta: dict):
+    """Rebuild a mixed-precision model under the float32 policy and copy its weights."""
+    import keras
+
+    from .plugins import get_catalog
+
+    arch = get_catalog().architecture(meta["architecture"]["name"])
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clone = arch.build(tuple(model.input_shape[1:]), **meta["config"].get("options", {}))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    clone.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+    return clone
+
+
+def to_onnx(model, height: int, width: int, channels: int, opset: int = DEFAULT_OPSET):
+    """An ONNX ModelProto: input ``image`` (N, H, W, C) float32, dynamic batch; output ``probability``."""
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = [tf.TensorSpec((None, height, width, channels), tf.float32, name=INPUT_NAME)]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    old = proto.graph.output[0].name
+    if old != OUTPUT_NAME:
+        for node in proto.graph.node:
+            node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
+        proto.graph.output[0].name = OUTPUT_NAME
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    return proto
+
+
+def parity_images(n: int = PARITY_IMAGES) -> list[str]:
+    """Real X-rays from the bundled demo set, half of each class."""
+    files = []
+    for cls in CLASS_NAMES:
+        files += sorted(str(p) for p in (DEMO_DATA_DIR / "train" / cls).glob("*.jpeg"))[: n // 2]
+    return files
+
+
+def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_OPSET,
+           tolerance: float = PARITY_TOLERANCE) -> ExportResult:
+    """Export a registered model to ``model.onnx`` in its version folder.
+
+    The Keras and onnxruntime probabilities of real demo images must agree
+    within ``tolerance`` (max absolute difference), or nothing is written.
+    The result is recorded in the version's metadata under ``onnx``.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    registry = registry or Registry()
+    mv = registry.get(ref)
+    model = registry.load_model(mv.ref)
+    if _is_mixed(model):
+        model = float32_copy(model, mv.metadata)
+    pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
+    proto = to_onnx(model, pre.height, pre.width, pre.channels, opset)
+    for key, value in metadata_props(mv.metadata).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+
+    images = parity_images()
+    x = pre.prepare(images)
+    expected = model.predict(x, verbose=0).ravel()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0].ravel()
+    diff = float(np.max(np.abs(expected - got)))
+    if not diff <= tolerance:
+        raise ExportError(f"ONNX parity check failed for {mv.ref}: max |keras - onnx| = {diff:.3g} "
+                          f"on {len(images)} demo images exceeds {tolerance:g}; nothing was written")
+    parity = {"max_abs_diff": diff, "images": len(images), "tolerance": tolerance,
+              "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider"}
+    mv = registry.add_artifacts(mv.ref, {ONNX_FILE: data},
+                                metadata_update={"onnx": {"opset": opset, "parity": parity}})
+    return ExportResult(mv.ref, mv.path / ONNX_FILE, opset, diff, len(images), tolerance)

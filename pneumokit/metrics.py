@@ -1,0 +1,63 @@
+"""Binary classification metrics, their aggregation (mean ± std) and threshold choice."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
+
+METRICS = ("accuracy", "loss", "precision", "recall", "specificity", "f1", "auc")
+
+
+def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict:
+    """Accuracy, loss (binary cross-entropy), precision, recall (sensitivity),
+    specificity, F1 and ROC AUC of probabilities ``prob`` at ``threshold``,
+    plus the confusion matrix ``[[tn, fp], [fn, tp]]``."""
+    y = np.asarray(y_true).astype(int).ravel()
+    p = np.clip(np.asarray(prob, dtype=np.float64).ravel(), 1e-7, 1 - 1e-7)
+    pred = (p >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+
+    def ratio(a, b):
+        return float(a / b) if b else 0.0
+
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    both = len(np.unique(y)) == 2
+    return {
+        "accuracy": ratio(tp + tn, len(y)),
+        "loss": float(log_loss(y, p, labels=[0, 1])),
+        "precision": precision,
+        "recall": recall,
+        "specificity": ratio(tn, tn + fp),
+        "f1": ratio(2 * precision * recall, precision + recall),
+        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "threshold": float(threshold),
+        "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
+    }
+
+
+def youden_threshold(y_true, prob) -> float:
+    """The threshold maximising Youden's J = sensitivity + specificity - 1."""
+    fpr, tpr, thresholds = roc_curve(np.asarray(y_true).astype(int), np.asarray(prob, dtype=np.float64))
+    best = int(np.argmax(tpr - fpr))
+    return float(min(max(thresholds[best], 0.0), 1.0))
+
+
+def threshold_for_sensitivity(y_true, prob, sensitivity: float) -> float:
+    """The highest threshold whose sensitivity (recall) is at least ``sensitivity``."""
+    if not 0.0 < sensitivity <= 1.0:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {sensitivity!r}")
+    fpr, tpr, thresholds = roc_curve(np.asarray(y_true).astype(int), np.asarray(prob, dtype=np.float64))
+    ok = np.flatnonzero(tpr >= sensitivity)
+    return float(min(max(thresholds[ok[0]], 0.0), 1.0))
+
+
+def summarize(per_fold: Sequence[dict], metrics: Sequence[str] = METRICS) -> dict:
+    """``{metric: {"mean": m, "std": s}}`` over folds (sample std, ddof=1, as pandas)."""
+    out = {}
+    for name in metrics:
+        values = np.array([f[name] for f in per_fold], dtype=np.float64)
+        out[name] = {"mean": float(np.mean(values)),
+                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    return out

@@ -1,0 +1,81 @@
+"""Matplotlib figures, written as PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(histories: Sequence, path: Path, titles: Sequence[str] | None = None) -> Path:
+    """Loss and AUC per epoch, train vs validation, one row per history (e.g. per fold)."""
+    plt = _plt()
+    rows = len(histories)
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 3 * rows), squeeze=False)
+    for r, hist in enumerate(histories):
+        for c, metric in enumerate(("loss", "auc")):
+            ax = axes[r][c]
+            ax.plot(hist["epoch"], hist[metric], label="train")
+            if f"val_{metric}" in hist:
+                ax.plot(hist["epoch"], hist[f"val_{metric}"], label="validation")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(metric)
+            ax.set_title(f"{titles[r] + ': ' if titles else ''}{metric}")
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def roc_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: Path,
+               mean: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """ROC curves: ``[(label, y_true, prob), ...]``, with an optional mean curve (fpr, tpr)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for label, y, p in curves:
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, alpha=0.6 if mean is not None else 1.0,
+                label=f"{label} (AUC {roc_auc_score(y, p):.3f})")
+    if mean is not None:
+        ax.plot(*mean, color="black", linewidth=2, label="mean")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def confusion(matrix, path: Path, class_names: Sequence[str], title: str = "") -> Path:
+    """A 2x2 confusion matrix with counts; rows are the truth, columns the prediction."""
+    plt = _plt()
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center",
+                color="white" if v > m.max() / 2 else "black")
+    ax.set_xticks(range(len(class_names)), class_names)
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,52 @@
+"""What a registered model records about where it came from."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import metadata as importlib_metadata
+
+import pandas as pd
+
+from .catalog import Architecture
+from .config import CLASS_NAMES, TrainConfig
+from .preprocessing import Preprocessing
+
+PACKAGES = ("pneumokit", "tensorflow", "tensorflow-cpu", "keras", "numpy", "tf2onnx", "onnx",
+            "onnxruntime", "onnxruntime-gpu", "scikit-learn", "pillow")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def dataset_fingerprint(index: pd.DataFrame, root=None) -> dict:
+    """File count and a hash of (content sha256, label) pairs: renames do not change it."""
+    pairs = sorted(f"{s}:{y}" for s, y in zip(index["sha256"], index["label"], strict=True))
+    return {"root": str(root) if root is not None else None, "files": len(index),
+            "sha256": hashlib.sha256("\n".join(pairs).encode()).hexdigest()}
+
+
+def model_metadata(arch: Architecture, config: TrainConfig, pre: Preprocessing, index: pd.DataFrame,
+                   *, root=None, threshold: float, metrics: dict, **extra) -> dict:
+    """The metadata.json of a registered model (the registry adds name, version, sha256s)."""
+    return {
+        "architecture": {"name": arch.name, "plugin": arch.plugin,
+                         "plugin_version": arch.plugin_version},
+        "config": config.to_dict(),
+        "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[1],
+        "threshold": float(threshold),
+        "image_size": pre.height,
+        "channels": pre.channels,
+        "preprocessing": pre.to_dict(),
+        "metrics": metrics,
+        "dataset": dataset_fingerprint(index, root),
+        "packages": package_versions(),
+        **extra,
+    }
