@@ -60,7 +60,9 @@ def gaussian_noise(stddev: float = 4.0, seed: int | None = None) -> Any:
     Parameters
     ----------
     stddev : standard deviation of the noise, in pixel units of the 0..255 range.
-    seed : seed for reproducible noise; ``None`` draws a fresh seed.
+    seed : seed of the layer's own generator, used when it is called without a
+        per-call ``seed`` (pneumokit's input pipeline always passes one);
+        ``None`` draws a fresh seed.
     """
     from .layers import ClippedGaussianNoise
 
