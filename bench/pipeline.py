@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pneumokit import get_catalog  # noqa: E402
+from pneumokit.config import DEFAULT_AUGMENT  # noqa: E402
 from pneumokit.data import scan  # noqa: E402
 from pneumokit.pipeline import build_augmentations, make_dataset  # noqa: E402
 from pneumokit.preprocessing import Preprocessing  # noqa: E402
@@ -112,7 +113,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/chest_xray"))
     parser.add_argument("--size", type=int, default=224, help="image size for (a)-(c)")
-    parser.add_argument("--augment", default="flip,crop,brightness,contrast")
+    parser.add_argument("--augment", default=DEFAULT_AUGMENT, help="default: training's default")
     parser.add_argument("--passes", type=int, default=3, help="cached passes per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
     parser.add_argument("--stall-size", type=int, default=128)

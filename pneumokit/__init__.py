@@ -24,7 +24,33 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
+_LAZY = {
+    "prepare_cv_data": "data",
+    "perform_optimized_cross_validation": "compat",
+    "create_model": "compat",
+    "create_gpu_optimized_model": "compat",
+    "create_optimized_transfer_learning_model": "compat",
+    "run_cv": "cv",
+    "train": "train",
+    "Registry": "registry",
+    "Predictor": "runtime",
+    "SeededAugmentation": "augmentations.layers",
+}
+
+
+def __getattr__(name):
+    """The original project's names and the main entry points, imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pneumokit' has no attribute {name!r}")
+
+
 __all__ = [
+    *_LAZY,
     "Architecture",
     "Augmentation",
     "CatalogError",

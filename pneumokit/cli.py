@@ -120,7 +120,7 @@ def plugins_command(as_json: bool) -> None:
         _echo_json(records)
         return
     for r in records:
-        click.echo(f"{r['name']} {r['version']}{' (built-in)' if r['builtin'] else ''}")
+        click.echo(" ".join(filter(None, [r["name"], r["version"], "(built-in)" if r["builtin"] else ""])))
         click.echo(f"  hooks: {', '.join(r['hooks']) or '-'}")
         click.echo(f"  architectures: {', '.join(r['architectures']) or '-'}")
         click.echo(f"  augmentations: {', '.join(r['augmentations']) or '-'}")
@@ -228,6 +228,81 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
                f"{result.threshold:.3f}:")
     click.echo("  " + "  ".join(f"{k} {m[k]:.4f}" for k in
                                 ("auc", "accuracy", "recall", "specificity", "precision", "f1")))
+
+
+@main.command("cv")
+@data_option
+@click.option("--model", "architecture", default=None, help="Architecture name (default: cnn_optimized).")
+@click.option("--folds", type=click.IntRange(2), default=None, help="Number of folds (default 5).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Maximum epochs per fold (default 20).")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Batch size (default 64).")
+@click.option("--image-size", type=click.IntRange(8), default=None,
+              help="Square input size (default: the architecture's).")
+@click.option("--augment", default=None,
+              help="Augmentations, e.g. 'crop,rotate:degrees=10' ('' for none; default "
+                   "crop,rotate,brightness,contrast).")
+@click.option("--option", "-o", "options", multiple=True,
+              help="Architecture option KEY=VALUE, e.g. -o weights=none (repeatable).")
+@click.option("--grouping", type=click.Choice(["patient", "image"]), default=None,
+              help="Fold by patient (default) or by image (lets patients leak: inflated scores).")
+@click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Choose the threshold reaching this out-of-fold sensitivity (default: Youden's J).")
+@click.option("--learning-rate", type=float, default=None, help="Adam learning rate (default 1e-3).")
+@click.option("--val-fraction", type=float, default=None,
+              help="Inner validation fraction for early stopping (default 0.15).")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default=None,
+              help="auto: mixed_float16 on GPUs with compute capability >= 7.0, else float32.")
+@click.option("--xla", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="auto: on with a GPU, off on CPU (where it is ~10x slower).")
+@click.option("--seed", type=int, default=None, help="Random seed (default 42).")
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Run folder (default runs/cv/NAME-YYYYmmdd-HHMMSS).")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False),
+              help="Continue an interrupted run from its folder.")
+@click.option("--name", default=None, help="Registered model name (default: the architecture's name).")
+@registry_option
+@click.option("--no-final", is_flag=True, help="Skip the final model on all the data.")
+@click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed).")
+@click.option("--quiet", is_flag=True, help="No progress bars and no notices.")
+@json_option
+def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, augment, options, grouping,
+               target_sensitivity, learning_rate, val_fraction, precision, xla, seed, output, resume,
+               name, registry_root, no_final, skip_bad, quiet, as_json):
+    """Cross-validate a model (patient-grouped, stratified k-fold) and register a final model."""
+    from .config import CVConfig
+    from .cv import ResumeError, format_table, run_cv
+    from .progress import progress_enabled
+    from .registry import Registry
+
+    given = {"architecture": architecture, "folds": folds, "epochs": epochs, "batch_size": batch_size,
+             "image_size": image_size, "augment": augment, "grouping": grouping,
+             "target_sensitivity": target_sensitivity, "learning_rate": learning_rate,
+             "val_fraction": val_fraction, "precision": precision, "xla": xla, "seed": seed}
+    config = None
+    if resume is None or any(v is not None for v in given.values()) or options or skip_bad:
+        config = CVConfig(**{k: v for k, v in given.items() if v is not None},
+                          options=_parse_options(options), skip_bad=skip_bad)
+    notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
+    with _user_errors():
+        try:
+            result = run_cv(config, data_dir, output=output, resume=resume, final=not no_final,
+                            registry=Registry(registry_root), name=name,
+                            progress=progress_enabled(quiet or as_json), echo=notices)
+        except ResumeError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:
+        _echo_json(result.to_dict())
+        return
+    c = result.config
+    click.echo(f"{c.folds}-fold cross-validation of {c.architecture} ({c.grouping}-grouped), "
+               f"{len(result.oof)} images, {result.wall_s / 60:.1f} min")
+    click.echo(format_table(result.summary))
+    m = result.oof_metrics["at_threshold"]
+    click.echo(f"threshold {result.threshold:.4f} ({result.threshold_rule}): out-of-fold "
+               + "  ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "recall", "specificity", "f1")))
+    if result.version is not None:
+        click.echo(f"registered {result.version.ref} at {result.version.path}")
+    click.echo(f"results in {result.output}")
 
 
 @main.group("registry")

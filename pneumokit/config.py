@@ -16,7 +16,7 @@ CV_SPLITS = ("train", "val")  # pooled for cross-validation; test stays aside
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
 DEFAULT_ARCHITECTURE = "cnn_optimized"
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 64  # the original project's
 DEFAULT_SEED = 42
 DEFAULT_THRESHOLD = 0.5
 
@@ -52,3 +52,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+DEFAULT_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class CVConfig(TrainConfig):
+    """A cross-validation run: a TrainConfig plus the protocol and the device choices."""
+
+    folds: int = DEFAULT_FOLDS
+    grouping: str = "patient"  # "image" lets a patient's images leak across folds
+    target_sensitivity: float | None = None  # None: threshold by Youden's J
+    precision: str = "auto"  # auto | float32 | mixed
+    xla: str = "auto"  # auto | on | off

@@ -160,11 +160,14 @@ def make_dataset(
 
     def to_input(x, batch_seed=None):
         x = tf.cast(x, tf.float32)
-        for k, layer in enumerate(augmentations if augment else ()):
-            if seedable[k]:
-                x = layer(x, training=True, seed=batch_seed + tf.constant([0, k], tf.int64))
-            else:
-                x = layer(x, training=True)
+        if augment:
+            # independent stateless seeds per layer, split from the batch's seed
+            layer_seeds = tf.random.experimental.stateless_split(batch_seed, len(augmentations))
+            for k, layer in enumerate(augmentations):
+                if seedable[k]:
+                    x = layer(x, training=True, seed=layer_seeds[k])
+                else:
+                    x = layer(x, training=True)
         return preprocessing.normalize(x)
 
     # Seedable layers get a per-batch seed from a seeded stream, so batches can

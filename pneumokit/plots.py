@@ -79,3 +79,25 @@ def confusion(matrix, path: Path, class_names: Sequence[str], title: str = "") -
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def cv_summary(folds, summary: dict, path: Path) -> Path:
+    """Each metric's per-fold values (dots) with its mean ± std (bar and whisker)."""
+    from .metrics import METRICS
+
+    plt = _plt()
+    names = [m for m in METRICS if m != "loss"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(names))
+    ax.bar(x, [summary[m]["mean"] for m in names], yerr=[summary[m]["std"] for m in names],
+           color="lightsteelblue", capsize=4, label="mean ± std")
+    for f in folds:
+        ax.scatter(x, [f.metrics[m] for m in names], s=12, color="black", zorder=3)
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{len(folds)}-fold cross-validation (dots: folds)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

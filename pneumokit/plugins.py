@@ -124,7 +124,7 @@ def load_plugins(load: Iterable[str] | str | None = None) -> LoadedPlugins:
             plugin_name = f"{dist}:{ep.name}"
             pm.register(module, name=plugin_name)
         except Exception as exc:  # isolation: any failure is reported, not raised
-            info.errors.append(f"failed to load {ep.value!r}: {type(exc).__name__}: {exc}")
+            info.errors.append(f"failed to load {ep.value!r}: {type(exc).__name__}: {_one_line(exc)}")
             continue
         owner[plugin_name] = info
         for attr in dir(module):
@@ -153,6 +153,10 @@ def load_plugins(load: Iterable[str] | str | None = None) -> LoadedPlugins:
     return LoadedPlugins(catalog=catalog, plugins=list(infos.values()))
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _call_hook(impl, info: PluginInfo, record_type, records: dict, attr: str, infos) -> None:
     pending: list = []
 
@@ -167,7 +171,7 @@ def _call_hook(impl, info: PluginInfo, record_type, records: dict, attr: str, in
     try:
         impl.function(register=register)
     except Exception as exc:
-        info.errors.append(f"{impl.function.__name__} failed: {type(exc).__name__}: {exc}")
+        info.errors.append(f"{impl.function.__name__} failed: {type(exc).__name__}: {_one_line(exc)}")
         return
     for record in pending:
         existing = records.get(record.name)

@@ -55,8 +55,15 @@ def kfold(index: pd.DataFrame, n_splits: int, seed: int, grouping: str = "patien
 
 
 def holdout(index: pd.DataFrame, fraction: float, seed: int, grouping: str = "patient") -> np.ndarray:
-    """A boolean mask of about ``fraction`` of the rows for validation, grouped and stratified."""
+    """A boolean mask of about ``fraction`` of the rows for validation, grouped and stratified.
+
+    With fewer than ``1 / fraction`` images of a class the part grows (to at most half).
+    """
     if not 0.0 < fraction < 0.5:
         raise ValueError(f"validation fraction must be in (0, 0.5), got {fraction!r}")
-    folds = kfold(index, max(2, round(1 / fraction)), seed, grouping)
+    n_splits = max(2, round(1 / fraction))
+    # On a tiny dataset every class still needs a validation image: use fewer,
+    # larger parts rather than fail.
+    minority = int(np.bincount(index["label"].to_numpy(), minlength=2).min())
+    folds = kfold(index, max(2, min(n_splits, minority)), seed, grouping)
     return folds == 0

@@ -64,9 +64,10 @@ class RandomFlip(SeededAugmentation):
 
     def augment(self, images, seed):
         out = images
-        for axis, name, offset in ((2, "horizontal", 0), (1, "vertical", 1)):
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        for i, (axis, name) in enumerate(((2, "horizontal"), (1, "vertical"))):
             if name in self.mode:
-                flip = self.uniform(images, seed + [0, offset], 0.0, 1.0) < 0.5
+                flip = self.uniform(images, seeds[i], 0.0, 1.0) < 0.5
                 out = tf.where(flip[:, None, None, None], tf.reverse(out, [axis]), out)
         return out
 

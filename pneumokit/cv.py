@@ -1,0 +1,316 @@
+"""``pneumokit cv``: patient-grouped, stratified k-fold cross-validation, then a final model.
+
+Per fold: a patient-grouped inner validation split (early stopping on its
+AUC, best weights restored) is carved from the training part, so the
+held-out fold is never used for any decision. Finished folds are saved
+atomically and a run can be resumed; each fold is seeded on its own
+(seed + fold), so a resumed run gives the same results as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import CLASS_NAMES, CV_SPLITS, CVConfig
+from .data import scan
+from .metrics import METRICS, binary_metrics, summarize, threshold_for_sensitivity, youden_threshold
+from .plugins import get_catalog
+from .preprocessing import Preprocessing
+from .registry import Registry, write_json_atomic
+from .splits import holdout, kfold
+
+RUN_FILE = "run.json"
+LEAK_WARNING = ("grouping=image: images of one patient can fall in both the training and the "
+                "validation part of a fold, so these scores are inflated (patients leak)")
+
+
+class ResumeError(ValueError):
+    """A run folder cannot be resumed with these settings."""
+
+
+@dataclass
+class FoldResult:
+    fold: int  # 1-based
+    metrics: dict  # held-out fold, at threshold 0.5
+    best_epoch: int
+    history: pd.DataFrame
+    paths: list[str]
+    labels: np.ndarray
+    prob: np.ndarray
+
+    def to_json(self) -> dict:
+        return {"fold": self.fold, "metrics": self.metrics, "best_epoch": self.best_epoch,
+                "history": self.history.to_dict(orient="list"), "paths": self.paths,
+                "labels": self.labels.tolist(), "prob": self.prob.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> FoldResult:
+        return cls(d["fold"], d["metrics"], d["best_epoch"], pd.DataFrame(d["history"]), d["paths"],
+                   np.asarray(d["labels"]), np.asarray(d["prob"], dtype=np.float64))
+
+
+@dataclass
+class CVResult:
+    config: CVConfig
+    folds: list[FoldResult]
+    table: pd.DataFrame  # one row per fold, then mean and std
+    summary: dict  # {metric: {"mean", "std"}}
+    threshold: float
+    threshold_rule: str
+    oof: pd.DataFrame
+    oof_metrics: dict  # {"at_threshold": ..., "at_0.5": ...}
+    device: dict
+    wall_s: float
+    output: Path
+    version: object | None = None  # ModelVersion of the final model
+    final_model: object | None = None
+    resumed_folds: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "folds": [{"fold": f.fold, "best_epoch": f.best_epoch, "images": len(f.paths),
+                       "metrics": f.metrics} for f in self.folds],
+            "mean": {k: v["mean"] for k, v in self.summary.items()},
+            "std": {k: v["std"] for k, v in self.summary.items()},
+            "threshold": self.threshold, "threshold_rule": self.threshold_rule,
+            "out_of_fold": self.oof_metrics,
+            "device": self.device, "wall_s": round(self.wall_s, 2), "output": str(self.output),
+            "resumed_folds": self.resumed_folds,
+            "model": None if self.version is None else {
+                "name": self.version.name, "version": self.version.version,
+                "ref": self.version.ref, "path": str(self.version.path)},
+        }
+
+
+def results_table(folds: list[FoldResult]) -> pd.DataFrame:
+    """The cv.csv table: fold 1..k rows, then ``mean`` and ``std`` rows (sample std)."""
+    rows = pd.DataFrame([{"fold": str(f.fold), **{m: f.metrics[m] for m in METRICS}} for f in folds])
+    summary = summarize([f.metrics for f in folds])
+    rows.loc[len(rows)] = {"fold": "mean", **{m: summary[m]["mean"] for m in METRICS}}
+    rows.loc[len(rows)] = {"fold": "std", **{m: summary[m]["std"] for m in METRICS}}
+    return rows
+
+
+def format_table(summary: dict) -> str:
+    """The original project's table: Metric | Value | Standard Deviation."""
+    lines = ["| Metric | Value | Standard Deviation |", "|--------|-------|-------------------|"]
+    for m in METRICS:
+        lines.append(f"| {m.capitalize() if m != 'auc' else 'AUC'} | {summary[m]['mean']:.4f} | "
+                     f"±{summary[m]['std']:.4f} |")
+    return "\n".join(lines)
+
+
+def _run_record(config: CVConfig, root, fingerprint: dict) -> dict:
+    return {"config": config.to_dict(), "data": str(root), "dataset": fingerprint}
+
+
+def run_cv(
+    config: CVConfig | None = None,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    output: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    final: bool = True,
+    registry: Registry | None = None,
+    name: str | None = None,
+    progress: bool = False,
+    build_model: Callable[[], object] | None = None,
+    echo: Callable[[str], None] = print,
+) -> CVResult:
+    """Cross-validate ``config.architecture`` (or ``build_model``) and register a final model.
+
+    Parameters
+    ----------
+    config : the run's settings (``CVConfig`` defaults when None).
+    data_dir : dataset folder (train + val are pooled); None is the bundled demo set.
+    output : folder for folds.csv, cv.csv, oof.csv, plots and fold results
+        (default ``runs/cv/NAME-YYYYmmdd-HHMMSS``).
+    resume : a previous run's folder: finished folds are loaded, the rest run.
+    final : train a final model on all the data and register it.
+    registry, name : where and under which name to register (default: ``Registry()``,
+        the architecture's name).
+    progress : tqdm bars for folds and epochs.
+    build_model : zero-argument callable returning a Keras model, used instead
+        of the architecture's builder (the original ``model_func``).
+    echo : where the one-line notices go (device choice, leakage warning, skipped files).
+    """
+    from tqdm.auto import tqdm
+
+    from . import device
+    from .fitting import fit, predict
+    from .pipeline import make_dataset
+    from .progress import EpochBar
+    from .provenance import dataset_fingerprint, model_metadata
+
+    started = time.perf_counter()
+    catalog = get_catalog()
+    if resume is not None:
+        out = Path(resume)
+        record_path = out / RUN_FILE
+        if not record_path.is_file():
+            raise ResumeError(f"{out} is not a pneumokit cv run folder (no {RUN_FILE})")
+        saved = json.loads(record_path.read_text())
+        config = config or CVConfig(**saved["config"])
+        if config.to_dict() != saved["config"]:
+            raise ResumeError(f"{out} was run with other settings: {saved['config']}; resume with "
+                              "the same options (or start a new run)")
+        data_dir = data_dir or saved["data"]
+    config = config or CVConfig()
+    arch = catalog.architecture(config.architecture)
+    name = name or arch.name
+
+    result = scan(data_dir, splits=CV_SPLITS)
+    index = result.require_usable(skip_bad=config.skip_bad)
+    for p in result.problems:
+        echo(f"skipped {p.path}: {p.reason}")
+    fingerprint = dataset_fingerprint(index, result.root)
+    if resume is not None and saved["dataset"]["sha256"] != fingerprint["sha256"]:
+        raise ResumeError(f"the data in {result.root} changed since {out} was started; "
+                          "start a new run")
+    if resume is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(output) if output else Path("runs") / "cv" / f"{name}-{stamp}"
+        if (out / RUN_FILE).exists():
+            raise ResumeError(f"{out} already holds a run: pass --resume {out} to continue it, "
+                              "or choose another --output")
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / RUN_FILE, _run_record(config, result.root, fingerprint))
+    (out / "folds").mkdir(exist_ok=True)
+
+    plan, strategy = device.setup(config.precision, config.xla)
+    echo(plan.summary())
+    if config.grouping == "image":
+        echo(f"warning: {LEAK_WARNING}")
+
+    pre = _preprocessing(arch, config, build_model)
+    folds = kfold(index, config.folds, config.seed, config.grouping)
+    index = index.assign(fold=folds + 1)
+    index[["path", "patient", "label", "fold"]].to_csv(out / "folds.csv", index=False)
+
+    fold_results: list[FoldResult] = []
+    resumed: list[int] = []
+    bar = tqdm(total=config.folds, desc="folds", unit="fold", disable=not progress, position=0)
+    try:
+        for k in range(1, config.folds + 1):
+            path = out / "folds" / f"fold_{k}.json"
+            if path.exists():
+                fold_results.append(FoldResult.from_json(json.loads(path.read_text())))
+                resumed.append(k)
+                bar.update(1)
+                continue
+            fold_config = dataclasses.replace(config, seed=config.seed + k)
+            train_part = index[index["fold"] != k]
+            held = index[index["fold"] == k]
+            inner = holdout(train_part, config.val_fraction, fold_config.seed, config.grouping)
+            tr, va = train_part[~inner], train_part[inner]
+            fitted = fit(arch, fold_config, catalog, tr["path"].tolist(), tr["label"].to_numpy(),
+                         va["path"].tolist(), va["label"].to_numpy(), preprocessing=pre,
+                         build_model=build_model, strategy=strategy, jit_compile=plan.xla,
+                         callbacks=[EpochBar(config.epochs, f"fold {k}", progress, position=1)])
+            y_held = held["label"].to_numpy()
+            prob = predict(fitted.model, make_dataset(held["path"].tolist(), y_held, pre,
+                                                      batch_size=config.batch_size))
+            fold = FoldResult(k, binary_metrics(y_held, prob, 0.5), fitted.best_epoch,
+                              fitted.history, held["path"].tolist(), y_held, prob)
+            write_json_atomic(path, fold.to_json())  # a finished fold survives a crash
+            fold_results.append(fold)
+            bar.set_postfix(auc=f"{fold.metrics['auc']:.4f}")
+            bar.update(1)
+    finally:
+        bar.close()
+
+    oof = pd.concat([pd.DataFrame({"path": f.paths, "label": f.labels, "fold": f.fold,
+                                   "probability": f.prob}) for f in fold_results], ignore_index=True)
+    oof = oof.merge(index[["path", "patient"]], on="path")[["path", "patient", "label", "fold",
+                                                             "probability"]]
+    if config.target_sensitivity is not None:
+        threshold = threshold_for_sensitivity(oof["label"], oof["probability"], config.target_sensitivity)
+        rule = f"highest threshold with out-of-fold sensitivity >= {config.target_sensitivity}"
+    else:
+        threshold = youden_threshold(oof["label"], oof["probability"])
+        rule = "Youden's J on out-of-fold predictions"
+    oof_metrics = {"at_threshold": binary_metrics(oof["label"], oof["probability"], threshold),
+                   "at_0.5": binary_metrics(oof["label"], oof["probability"], 0.5)}
+    table = results_table(fold_results)
+    summary = summarize([f.metrics for f in fold_results])
+    table.to_csv(out / "cv.csv", index=False)
+    oof.to_csv(out / "oof.csv", index=False)
+    plots = _plots(out / "plots", fold_results, summary, oof_metrics["at_threshold"], threshold)
+
+    cv_result = CVResult(config=config, folds=fold_results, table=table, summary=summary,
+                         threshold=threshold, threshold_rule=rule, oof=oof, oof_metrics=oof_metrics,
+                         device=plan.to_dict(), wall_s=0.0, output=out, resumed_folds=resumed)
+    if final:
+        epochs = max(1, int(np.median([f.best_epoch for f in fold_results])))
+        fitted = fit(arch, config, catalog, index["path"].tolist(), index["label"].to_numpy(),
+                     epochs=epochs, preprocessing=pre, build_model=build_model, strategy=strategy,
+                     jit_compile=plan.xla, callbacks=[EpochBar(epochs, "final model", progress)])
+        fitted.history.to_csv(out / "final_history.csv", index=False)
+        meta = model_metadata(
+            arch, config, pre, index, root=result.root, threshold=threshold,
+            metrics={"cv": summary, "folds": [f.metrics for f in fold_results],
+                     "out_of_fold": oof_metrics},
+            kind="cv", threshold_rule=rule, final_epochs=epochs, device=plan.to_dict(),
+            folds={"k": config.folds, "grouping": config.grouping,
+                   "images_per_fold": [len(f.paths) for f in fold_results],
+                   "best_epochs": [f.best_epoch for f in fold_results]},
+            skipped=[p.to_dict() for p in result.problems],
+            model_func=None if build_model is None else getattr(build_model, "__name__", "callable"),
+        )
+        artifacts = {"cv.csv": out / "cv.csv", "oof.csv": out / "oof.csv", "folds.csv": out / "folds.csv",
+                     "history.csv": out / "final_history.csv",
+                     **{f"plots/{p.name}": p for p in plots}}
+        cv_result.version = (registry or Registry()).save(name, fitted.model, meta, artifacts)
+        cv_result.final_model = fitted.model
+    cv_result.wall_s = time.perf_counter() - started
+    write_json_atomic(out / "result.json", cv_result.to_dict())
+    return cv_result
+
+
+def _preprocessing(arch, config: CVConfig, build_model) -> Preprocessing:
+    """The architecture's rule; for a custom ``build_model``, the model's own input shape."""
+    if build_model is None:
+        return Preprocessing.for_architecture(arch, config.image_size)
+    model = build_model()
+    _, height, width, channels = model.input_shape
+    if height != width:
+        raise ValueError(f"model_func must build a square input, got {height}x{width}")
+    known = get_catalog().architectures.get(model.name)
+    preset = known.preprocessing if known is not None else "unit"
+    return Preprocessing.from_preset(preset, int(height), int(channels))
+
+
+def _plots(folder: Path, folds: list[FoldResult], summary: dict, oof_at_threshold: dict,
+           threshold: float) -> list[Path]:
+    from sklearn.metrics import roc_curve
+
+    from .plots import confusion, cv_summary, roc_curves, training_curves
+
+    folder.mkdir(parents=True, exist_ok=True)
+    grid = np.linspace(0, 1, 101)
+    tprs = []
+    for f in folds:
+        fpr, tpr, _ = roc_curve(f.labels, f.prob)
+        tprs.append(np.interp(grid, fpr, tpr))
+    mean_tpr = np.mean(tprs, axis=0)
+    mean_tpr[0] = 0.0
+    return [
+        training_curves([f.history for f in folds], folder / "training_curves.png",
+                        [f"fold {f.fold}" for f in folds]),
+        cv_summary(folds, summary, folder / "cv_summary.png"),
+        roc_curves([(f"fold {f.fold}", f.labels, f.prob) for f in folds], folder / "roc.png",
+                   mean=(grid, mean_tpr)),
+        confusion(oof_at_threshold["confusion_matrix"], folder / "confusion.png", CLASS_NAMES,
+                  f"out-of-fold, threshold {threshold:.3f}"),
+    ]
