@@ -34,8 +34,19 @@ def build_cnn_optimized(input_shape, width: int = 32, dropout: float = 0.3):
     from keras import layers
 
     def conv_bn(x, filters, separable: bool, strides: int = 1):
-        conv = layers.SeparableConv2D if separable else layers.Conv2D
-        x = conv(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+        # He initialisation keeps pre-normalisation activations near unit variance, where
+        # batch norm's moving variance starts, so inference-mode outputs are sane from the
+        # first epochs. A depthwise kernel (3, 3, C, 1) has a per-channel fan-in of 9, which
+        # Keras reports as its fan_out (its fan_in would be 9*C: far too small weights).
+        if separable:
+            depthwise = keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")
+            conv = layers.SeparableConv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                                          depthwise_initializer=depthwise,
+                                          pointwise_initializer="he_normal")
+        else:
+            conv = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                                 kernel_initializer="he_normal")
+        x = conv(x)
         # momentum 0.9 (not 0.99): moving statistics settle within a few epochs even on
         # small datasets, so validation in inference mode is meaningful early.
         x = layers.BatchNormalization(momentum=0.9)(x)
