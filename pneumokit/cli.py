@@ -9,6 +9,7 @@ import sys
 import click
 
 from . import __version__
+from . import config as C
 from .plugins import loaded
 
 
@@ -181,20 +182,24 @@ def _format_check(r: dict) -> str:
 
 @main.command("train")
 @data_option
-@click.option("--model", "architecture", default=None, help="Architecture name (default: cnn_optimized).")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Maximum epochs (default 20).")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Batch size (default 32).")
+@click.option("--model", "architecture", default=None,
+              help=f"Architecture name (default: {C.DEFAULT_ARCHITECTURE}).")
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help=f"Maximum epochs (default {C.DEFAULT_EPOCHS}).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help=f"Batch size (default {C.DEFAULT_BATCH_SIZE}).")
 @click.option("--image-size", type=click.IntRange(8), default=None,
               help="Square input size (default: the architecture's).")
 @click.option("--augment", default=None,
               help="Augmentations, e.g. 'crop,rotate:degrees=10' ('' for none; default "
-                   "crop,rotate,brightness,contrast).")
+                   f"{C.DEFAULT_AUGMENT}).")
 @click.option("--option", "-o", "options", multiple=True,
               help="Architecture option KEY=VALUE, e.g. -o weights=none (repeatable).")
-@click.option("--learning-rate", type=float, default=None, help="Adam learning rate (default 1e-3).")
+@click.option("--learning-rate", type=float, default=None,
+              help=f"Adam learning rate (default {C.DEFAULT_LEARNING_RATE:g}).")
 @click.option("--val-fraction", type=float, default=None,
-              help="Patient-grouped validation fraction (default 0.15).")
-@click.option("--seed", type=int, default=None, help="Random seed (default 42).")
+              help=f"Patient-grouped validation fraction (default {C.DEFAULT_VAL_FRACTION}).")
+@click.option("--seed", type=int, default=None, help=f"Random seed (default {C.DEFAULT_SEED}).")
 @click.option("--name", default=None, help="Registered model name (default: the architecture's name).")
 @registry_option
 @click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed).")
@@ -232,29 +237,34 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
 
 @main.command("cv")
 @data_option
-@click.option("--model", "architecture", default=None, help="Architecture name (default: cnn_optimized).")
-@click.option("--folds", type=click.IntRange(2), default=None, help="Number of folds (default 5).")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Maximum epochs per fold (default 20).")
-@click.option("--batch-size", type=click.IntRange(1), default=None, help="Batch size (default 64).")
+@click.option("--model", "architecture", default=None,
+              help=f"Architecture name (default: {C.DEFAULT_ARCHITECTURE}).")
+@click.option("--folds", type=click.IntRange(2), default=None,
+              help=f"Number of folds (default {C.DEFAULT_FOLDS}).")
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help=f"Maximum epochs per fold (default {C.DEFAULT_EPOCHS}).")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help=f"Batch size (default {C.DEFAULT_BATCH_SIZE}).")
 @click.option("--image-size", type=click.IntRange(8), default=None,
               help="Square input size (default: the architecture's).")
 @click.option("--augment", default=None,
               help="Augmentations, e.g. 'crop,rotate:degrees=10' ('' for none; default "
-                   "crop,rotate,brightness,contrast).")
+                   f"{C.DEFAULT_AUGMENT}).")
 @click.option("--option", "-o", "options", multiple=True,
               help="Architecture option KEY=VALUE, e.g. -o weights=none (repeatable).")
 @click.option("--grouping", type=click.Choice(["patient", "image"]), default=None,
               help="Fold by patient (default) or by image (lets patients leak: inflated scores).")
 @click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Choose the threshold reaching this out-of-fold sensitivity (default: Youden's J).")
-@click.option("--learning-rate", type=float, default=None, help="Adam learning rate (default 1e-3).")
+@click.option("--learning-rate", type=float, default=None,
+              help=f"Adam learning rate (default {C.DEFAULT_LEARNING_RATE:g}).")
 @click.option("--val-fraction", type=float, default=None,
-              help="Inner validation fraction for early stopping (default 0.15).")
+              help=f"Inner validation fraction for early stopping (default {C.DEFAULT_VAL_FRACTION}).")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default=None,
               help="auto: mixed_float16 on GPUs with compute capability >= 7.0, else float32.")
 @click.option("--xla", type=click.Choice(["auto", "on", "off"]), default=None,
               help="auto: on with a GPU, off on CPU (where it is ~10x slower).")
-@click.option("--seed", type=int, default=None, help="Random seed (default 42).")
+@click.option("--seed", type=int, default=None, help=f"Random seed (default {C.DEFAULT_SEED}).")
 @click.option("--output", type=click.Path(file_okay=False),
               help="Run folder (default runs/cv/NAME-YYYYmmdd-HHMMSS).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False),
