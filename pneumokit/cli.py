@@ -43,7 +43,10 @@ def _user_errors():
     from .preprocessing import ImageDecodeError
     from .registry import RegistryError
 
-    known = (CatalogError, DatasetError, ImageDecodeError, RegistryError, WeightsUnavailableError)
+    # ValueError: pneumokit raises it for arguments that do not fit the data
+    # (too many folds for the patients, a bad augmentation parameter, ...).
+    known = (CatalogError, DatasetError, ImageDecodeError, RegistryError, WeightsUnavailableError,
+             ValueError)
     try:
         yield
     except known as exc:
@@ -171,6 +174,8 @@ def _format_check(r: dict) -> str:
     if w:
         lines.append(f"sizes: width {w['min']}..{w['max']} (median {w['median']:g}), "
                      f"height {h['min']}..{h['max']} (median {h['median']:g})")
+    for folder in r["ignored_folders"]:
+        lines.append(f"ignored folder (not train/val/test): {folder}")
     if r["problems"]:
         lines.append(f"problems: {len(r['problems'])}")
         lines += [f"  {p['path']}: {p['reason']}" for p in r["problems"]]
@@ -220,7 +225,9 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
                          options=_parse_options(options), skip_bad=skip_bad)
     with _user_errors():
         result = train(config, data_dir, registry=Registry(registry_root), name=name,
-                       progress=progress_enabled(quiet or as_json))
+                       progress=progress_enabled(quiet or as_json),
+                       echo=(lambda line: None) if quiet or as_json else
+                       (lambda line: click.echo(line, err=True)))
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -230,7 +237,7 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
     click.echo(f"registered {result.version.ref} at {result.version.path}")
     n_val = result.version.metadata["split"]["validation_images"]
     click.echo(f"best epoch {result.best_epoch}; validation ({n_val} images) at threshold "
-               f"{result.threshold:.3f}:")
+               f"{result.threshold:.3f} (tuned on these images):")
     click.echo("  " + "  ".join(f"{k} {m[k]:.4f}" for k in
                                 ("auc", "accuracy", "recall", "specificity", "precision", "f1")))
 
@@ -485,6 +492,12 @@ def evaluate_command(ref, data_dir, split, output, skip_bad, registry_root, as_j
         _echo_json(report)
         return
     click.echo(f"{report['ref']} on {report['split']} ({report['images']} images) with {report['engine']}")
+    seen = report["images_seen_in_training"]
+    if seen:
+        click.echo(f"warning: {seen} of these {report['images']} images were in this model's training "
+                   "data: these figures say nothing about new patients", err=True)
+    elif seen == 0:
+        click.echo("none of these images was in the model's training data")
     rows = []
     for key, label in (("at_threshold", f"threshold {report['threshold']:.3f}"), ("at_0.5", "0.5")):
         m = report[key]

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +28,7 @@ from .data import scan
 from .metrics import METRICS, binary_metrics, summarize, threshold_for_sensitivity, youden_threshold
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
-from .registry import Registry, write_json_atomic
+from .registry import Registry, validate_name, write_json_atomic
 from .splits import holdout, kfold
 
 RUN_FILE = "run.json"
@@ -151,7 +153,13 @@ def run_cv(
     from .fitting import fit, predict
     from .pipeline import make_dataset
     from .progress import EpochBar
-    from .provenance import dataset_fingerprint, model_metadata
+    from .provenance import (
+        TRAINING_IMAGES,
+        dataset_fingerprint,
+        model_metadata,
+        training_images,
+        unparsed_warning,
+    )
 
     started = time.perf_counter()
     catalog = get_catalog()
@@ -168,17 +176,26 @@ def run_cv(
         data_dir = data_dir or saved["data"]
     config = config or CVConfig()
     arch = catalog.architecture(config.architecture)
-    name = name or arch.name
+    name = validate_name(name or arch.name)  # before hours of training, not after
+    chief = is_chief()
+    if build_model is not None:
+        build_model = _fresh_each_call(build_model)
 
     result = scan(data_dir, splits=CV_SPLITS)
     index = result.require_usable(skip_bad=config.skip_bad)
     for p in result.problems:
         echo(f"skipped {p.path}: {p.reason}")
+    notice = unparsed_warning(index)
+    if notice:
+        echo(notice)
     fingerprint = dataset_fingerprint(index, result.root)
     if resume is not None and saved["dataset"]["sha256"] != fingerprint["sha256"]:
         raise ResumeError(f"the data in {result.root} changed since {out} was started; "
                           "start a new run")
-    if resume is None:
+    if not chief:
+        # Multi-worker: every worker trains, only the chief writes results and registers.
+        out = Path(tempfile.mkdtemp(prefix="pneumokit-cv-worker-"))
+    elif resume is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(output) if output else Path("runs") / "cv" / f"{name}-{stamp}"
         if (out / RUN_FILE).exists():
@@ -196,7 +213,13 @@ def run_cv(
     pre = _preprocessing(arch, config, build_model)
     folds = kfold(index, config.folds, config.seed, config.grouping)
     index = index.assign(fold=folds + 1)
-    index[["path", "patient", "label", "fold"]].to_csv(out / "folds.csv", index=False)
+    table_of_folds = index[["path", "patient", "label", "fold"]]
+    if resume is not None and (out / "folds.csv").exists():
+        before = pd.read_csv(out / "folds.csv")
+        if not before.equals(table_of_folds.reset_index(drop=True)):
+            raise ResumeError(f"the folds of {out} differ from those computed now (other data "
+                              "paths or another scikit-learn?): start a new run")
+    table_of_folds.to_csv(out / "folds.csv", index=False)
 
     fold_results: list[FoldResult] = []
     resumed: list[int] = []
@@ -232,8 +255,11 @@ def run_cv(
 
     oof = pd.concat([pd.DataFrame({"path": f.paths, "label": f.labels, "fold": f.fold,
                                    "probability": f.prob}) for f in fold_results], ignore_index=True)
-    oof = oof.merge(index[["path", "patient"]], on="path")[["path", "patient", "label", "fold",
-                                                             "probability"]]
+    oof = oof.merge(index[["path", "patient"]], on="path", validate="one_to_one")[
+        ["path", "patient", "label", "fold", "probability"]]
+    if len(oof) != len(index):
+        raise ResumeError(f"out-of-fold predictions cover {len(oof)} of {len(index)} images: the "
+                          f"saved folds in {out} do not match the data; start a new run")
     if config.target_sensitivity is not None:
         threshold = threshold_for_sensitivity(oof["label"], oof["probability"], config.target_sensitivity)
         rule = f"highest threshold with out-of-fold sensitivity >= {config.target_sensitivity}"
@@ -269,13 +295,46 @@ def run_cv(
             model_func=None if build_model is None else getattr(build_model, "__name__", "callable"),
         )
         artifacts = {"cv.csv": out / "cv.csv", "oof.csv": out / "oof.csv", "folds.csv": out / "folds.csv",
-                     "history.csv": out / "final_history.csv",
+                     "history.csv": out / "final_history.csv", TRAINING_IMAGES: training_images(index),
                      **{f"plots/{p.name}": p for p in plots}}
-        cv_result.version = (registry or Registry()).save(name, fitted.model, meta, artifacts)
+        if chief:
+            cv_result.version = (registry or Registry()).save(name, fitted.model, meta, artifacts)
         cv_result.final_model = fitted.model
     cv_result.wall_s = time.perf_counter() - started
     write_json_atomic(out / "result.json", cv_result.to_dict())
     return cv_result
+
+
+def is_chief() -> bool:
+    """In a multi-worker cluster (TF_CONFIG), whether this process writes the results.
+
+    The chief task if the cluster has one, else worker 0; a single process is its own chief.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    cfg = json.loads(raw)
+    task = cfg.get("task") or {}
+    if "chief" in (cfg.get("cluster") or {}):
+        return task.get("type") == "chief"
+    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
+
+
+def _fresh_each_call(build_model: Callable[[], object]) -> Callable[[], object]:
+    """Refuse a ``model_func`` that hands back the same model twice: its weights would carry
+    from fold to fold (held-out images leaking into later folds) and into the final model."""
+    seen = weakref.WeakSet()  # weak: models of earlier folds can still be freed
+
+    def build():
+        model = build_model()
+        if model in seen:
+            raise ValueError("model_func returned a model it had returned before: it must build a "
+                             "new model on every call (e.g. lambda: create_gpu_optimized_model())")
+        seen.add(model)
+        return model
+
+    build.__name__ = getattr(build_model, "__name__", "model_func")
+    return build
 
 
 def _preprocessing(arch, config: CVConfig, build_model) -> Preprocessing:

@@ -73,6 +73,7 @@ class Scan:
     root: Path
     index: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # top-level folders that are no split
 
     @property
     def usable(self) -> bool:
@@ -106,7 +107,7 @@ def resolve_root(data_dir: str | os.PathLike | None) -> Path:
     """``None`` is the bundled demo set; a folder holding ``chest_xray/`` is accepted too."""
     if data_dir is None:
         return DEMO_DATA_DIR
-    root = Path(data_dir).expanduser()
+    root = Path(data_dir).expanduser().resolve()  # absolute: runs can be resumed from elsewhere
     if not root.is_dir():
         raise DatasetError(f"data folder {str(root)!r} does not exist")
     if not _children(root, SPLITS) and (root / "chest_xray").is_dir():
@@ -172,16 +173,16 @@ def scan(
     root = resolve_root(data_dir)
     problems: list[Problem] = []
     split_dirs = _children(root, SPLITS)
-    if "train" not in split_dirs:
+    wanted = [s.lower() for s in splits]
+    if "train" not in split_dirs and "train" in wanted:
         problems.append(Problem(str(root), "no train/ folder: expected DIR/train/{NORMAL,PNEUMONIA}/",
                                 fatal=True))
-    for child in sorted(root.iterdir()):
-        if child.is_dir() and not _hidden(child) and child.name.lower() not in SPLITS:
-            problems.append(Problem(str(child), f"unknown folder {child.name!r}: expected one of "
-                                    f"{', '.join(SPLITS)}"))
+    # Other top-level folders (the Kaggle zip nests a second chest_xray/) are
+    # ignored, and listed by `data check`: they hold no split pneumokit reads.
+    ignored = [str(c) for c in sorted(root.iterdir())
+               if c.is_dir() and not _hidden(c) and c.name.lower() not in SPLITS]
 
     files: list[tuple[Path, str, int]] = []
-    wanted = [s.lower() for s in splits]
     for split, split_dir in split_dirs.items():
         if split not in wanted:
             continue
@@ -237,7 +238,7 @@ def scan(
             if label not in present:
                 problems.append(Problem(str(split_dirs["train"]),
                                         f"no usable {class_name} image in train/", fatal=True))
-    return Scan(root=root, index=index, problems=problems)
+    return Scan(root=root, index=index, problems=problems, ignored=ignored)
 
 
 def class_weights(labels) -> dict[int, float]:
@@ -308,5 +309,6 @@ def check_report(result: Scan) -> dict:
         },
         "modes": {str(k): int(v) for k, v in index["mode"].value_counts().items()},
         "sizes": {"width": spread("width"), "height": spread("height")},
+        "ignored_folders": result.ignored,
         "problems": [p.to_dict() for p in result.problems],
     }

@@ -23,6 +23,16 @@ def _keras_probabilities(registry: Registry, ref: str, paths, pre: Preprocessing
     return model.predict(make_dataset(paths, None, pre, batch_size=64), verbose=0).ravel()
 
 
+def _training_overlap(mv, index: pd.DataFrame) -> int | None:
+    """How many of these images (by content) the model was trained on; None if not recorded."""
+    from .provenance import TRAINING_IMAGES
+
+    if TRAINING_IMAGES not in mv.metadata.get("artifacts", {}):
+        return None
+    trained = set(mv.verify(TRAINING_IMAGES).read_text().split())
+    return int(index["sha256"].isin(trained).sum())
+
+
 def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str = "test",
              registry: Registry | None = None, output: str | os.PathLike | None = None,
              skip_bad: bool = False) -> dict:
@@ -42,8 +52,7 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
     index = result.require_usable(skip_bad=skip_bad)
     index = index[index["split"] == split]
     if index.empty:
-        raise DatasetError(f"no {split}/ images in {result.root}; choose another --split "
-                           f"(the folder has: {sorted(set(scan(data_dir).index['split']))})")
+        raise DatasetError(f"no {split}/ images in {result.root}; choose another --split")
     paths, y = index["path"].tolist(), index["label"].to_numpy()
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
     if ONNX_FILE in mv.metadata.get("artifacts", {}):
@@ -58,11 +67,13 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
         prob = _keras_probabilities(registry, mv.ref, paths, pre)
         engine = "keras"
     threshold = float(mv.metadata.get("threshold", 0.5))
+    seen = _training_overlap(mv, index)
     out = Path(output) if output else Path("runs") / "evaluate" / f"{mv.name}-v{mv.version}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "ref": mv.ref, "data": str(result.root), "split": split, "images": len(paths),
         "engine": engine, "threshold": threshold,
+        "images_seen_in_training": seen,
         "at_threshold": binary_metrics(y, prob, threshold),
         "at_0.5": binary_metrics(y, prob, 0.5),
         "skipped": [p.to_dict() for p in result.problems],
@@ -71,7 +82,10 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
     }
     pd.DataFrame({"path": paths, "label": y, "probability": prob}).to_csv(
         out / "predictions.csv", index=False)
-    roc_curves([(f"{mv.ref} on {split}", y, prob)], out / "roc.png")
+    if len(np.unique(y)) == 2:
+        roc_curves([(f"{mv.ref} on {split}", y, prob)], out / "roc.png")
+    else:  # one class only: no ROC curve, no AUC
+        report["files"].pop("roc.png")
     confusion(report["at_threshold"]["confusion_matrix"], out / "confusion.png", CLASS_NAMES,
               f"{mv.ref} on {split}, threshold {threshold:.3f}")
     (out / "metrics.json").write_text(json.dumps(report, indent=2))

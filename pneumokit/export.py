@@ -63,20 +63,33 @@ def _is_mixed(model) -> bool:
                for layer in model._flatten_layers())
 
 
-def float32_copy(model, meta: dict):
-    """Rebuild a mixed-precision model under the float32 policy and copy its weights."""
-    import keras
+def _float32_config(obj):
+    """A model config with every dtype policy replaced by float32."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "DTypePolicy":
+            return {**obj, "config": {**obj.get("config", {}), "name": "float32"}}
+        return {k: ("float32" if k == "dtype" and isinstance(v, str) and "mixed" in v
+                    else _float32_config(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    return obj
 
-    from .plugins import get_catalog
 
-    arch = get_catalog().architecture(meta["architecture"]["name"])
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
+def float32_copy(model):
+    """Rebuild a mixed-precision model from its own config under float32 and copy its weights.
+
+    The model's saved config is used (not the architecture's builder), so any
+    model — a plugin's, a ``model_func``'s — is rebuilt exactly, with no weights
+    downloaded.
+    """
+    config = _float32_config(model.get_config())
     try:
-        clone = arch.build(tuple(model.input_shape[1:]), **meta["config"].get("options", {}))
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    clone.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+        clone = model.__class__.from_config(config)
+        clone.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+    except Exception as exc:
+        raise ExportError(f"could not rebuild the mixed-precision model in float32: {exc}") from exc
+    if _is_mixed(clone):
+        raise ExportError("the float32 rebuild still has float16 layers; export is not possible")
     return clone
 
 
@@ -120,7 +133,7 @@ def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_O
     mv = registry.get(ref)
     model = registry.load_model(mv.ref)
     if _is_mixed(model):
-        model = float32_copy(model, mv.metadata)
+        model = float32_copy(model)
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
     proto = to_onnx(model, pre.height, pre.width, pre.channels, opset)
     for key, value in metadata_props(mv.metadata).items():

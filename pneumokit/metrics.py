@@ -15,8 +15,9 @@ def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict:
     specificity, F1 and ROC AUC of probabilities ``prob`` at ``threshold``,
     plus the confusion matrix ``[[tn, fp], [fn, tp]]``."""
     y = np.asarray(y_true).astype(int).ravel()
-    p = np.clip(np.asarray(prob, dtype=np.float64).ravel(), 1e-7, 1 - 1e-7)
-    pred = (p >= threshold).astype(int)
+    raw = np.asarray(prob, dtype=np.float64).ravel()
+    pred = (raw >= threshold).astype(int)  # unclipped, as the runtime decides
+    p = np.clip(raw, 1e-7, 1 - 1e-7)  # for the log loss only
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
 
     def ratio(a, b):

@@ -50,3 +50,21 @@ def model_metadata(arch: Architecture, config: TrainConfig, pre: Preprocessing, 
         "packages": package_versions(),
         **extra,
     }
+
+
+TRAINING_IMAGES = "training_images.txt"
+
+
+def training_images(index: pd.DataFrame) -> bytes:
+    """The sha256 of every training image, one per line: lets ``evaluate`` detect overlap."""
+    return ("\n".join(sorted(set(index["sha256"]))) + "\n").encode()
+
+
+def unparsed_warning(index: pd.DataFrame) -> str | None:
+    """A notice when file names carry no patient id, so grouping cannot keep patients apart."""
+    n = int((~index["patient_parsed"]).sum())
+    if not n:
+        return None
+    return (f"warning: {n} of {len(index)} file names carry no patient id; each of those images is "
+            "its own group, so a patient with several such images can leak across splits "
+            "(see pneumokit.data.patient_id to supply a rule)")

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 _TMP_PREFIX = ".tmp-"
+_LAST_VERSION = ".last_version"  # high-water mark: numbers are never reused
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
 class RegistryError(Exception):
@@ -71,6 +74,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file beside ``path``, fsync it, rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; others may need to read it
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True, default=str)
             f.flush()
@@ -164,9 +168,13 @@ class Registry:
 
     @staticmethod
     def _clean_stale_tmp(folder: Path) -> None:
-        """Remove temporary folders of saves whose process is gone (killed mid-save)."""
-        for tmp in folder.glob(f"{_TMP_PREFIX}*"):
-            pid = tmp.name[len(_TMP_PREFIX):].split("-", 1)[0]
+        """Remove temporary folders of saves on this host whose process is gone (killed mid-save).
+
+        Folders of other hosts (a registry on a shared file system) are left alone.
+        """
+        prefix = f"{_TMP_PREFIX}{_HOST}-"
+        for tmp in folder.glob(f"{prefix}*"):
+            pid = tmp.name[len(prefix):].split("-", 1)[0]
             if pid.isdigit() and not _pid_alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
 
@@ -183,7 +191,7 @@ class Registry:
         folder = self._model_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         self._clean_stale_tmp(folder)
-        tmp = folder / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
             model.save(tmp / MODEL_FILE)
@@ -197,12 +205,15 @@ class Registry:
             hashes = {str(p.relative_to(tmp)): sha256_file(p)
                       for p in sorted(tmp.rglob("*")) if p.is_file()}
             with self._locked(name):
-                version = (self._version_numbers(folder) or [0])[-1] + 1
+                mark = folder / _LAST_VERSION
+                last = int(mark.read_text()) if mark.exists() else 0
+                version = max([last, *self._version_numbers(folder)]) + 1
                 meta = {**(metadata or {}), "name": name, "version": version,
                         "created_at": _now(), "artifacts": hashes}
                 write_json_atomic(tmp / METADATA_FILE, meta)
                 _fsync_dir(tmp)
                 os.rename(tmp, folder / str(version))  # atomic: the version appears whole
+                mark.write_text(str(version))
                 _fsync_dir(folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -223,9 +234,10 @@ class Registry:
             try:
                 for rel, source in files.items():
                     target = mv.path / rel
-                    if rel in meta.get("artifacts", {}) or target.exists():
+                    if rel in meta.get("artifacts", {}):
                         raise RegistryError(f"{target} already exists: versions are immutable; "
                                             "register a new version instead")
+                    # a file not recorded in metadata is the leftover of a crashed add: replace it
                     target.parent.mkdir(parents=True, exist_ok=True)
                     part = target.with_name(f".{target.name}.part")
                     if isinstance(source, bytes):
@@ -267,7 +279,7 @@ class Registry:
                     f"{mv.ref} is aliased as {', '.join(pointing)}; pass --force (force=True) "
                     "to delete it and remove the alias(es)"
                 )
-            trash = folder / f"{_TMP_PREFIX}{os.getpid()}-deleted-{mv.version}"
+            trash = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-deleted-{mv.version}"
             os.rename(mv.path, trash)  # atomic: the version disappears whole
             if pointing:
                 write_json_atomic(folder / ALIASES_FILE,
@@ -327,6 +339,12 @@ class Registry:
 
         mv = self.get(ref)
         return keras.saving.load_model(mv.verify(MODEL_FILE), compile=compile)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _now() -> str:

@@ -42,13 +42,19 @@ def kfold(index: pd.DataFrame, n_splits: int, seed: int, grouping: str = "patien
     if minority < n_splits:
         raise ValueError(f"{n_splits} folds need at least {n_splits} images of each class; "
                          f"the smaller class has {minority}")
+    if grouping == "patient":
+        groups = split_groups(index)
+        per_class = [len(np.unique(groups[labels == c])) for c in (0, 1)]
+        if min(per_class) < n_splits:
+            raise ValueError(f"{n_splits} folds need at least {n_splits} patients of each class; "
+                             f"found {per_class[0]} NORMAL and {per_class[1]} PNEUMONIA patients")
     folds = np.full(len(index), -1)
     if grouping == "image":
         splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         parts = splitter.split(np.zeros(len(labels)), labels)
     else:
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        parts = splitter.split(np.zeros(len(labels)), labels, split_groups(index))
+        parts = splitter.split(np.zeros(len(labels)), labels, groups)
     for k, (_, held_out) in enumerate(parts):
         folds[held_out] = k
     return folds
@@ -64,6 +70,11 @@ def holdout(index: pd.DataFrame, fraction: float, seed: int, grouping: str = "pa
     n_splits = max(2, round(1 / fraction))
     # On a tiny dataset every class still needs a validation image: use fewer,
     # larger parts rather than fail.
-    minority = int(np.bincount(index["label"].to_numpy(), minlength=2).min())
+    labels = index["label"].to_numpy()
+    if grouping == "patient":
+        groups = split_groups(index)
+        minority = min(len(np.unique(groups[labels == c])) for c in (0, 1))
+    else:
+        minority = int(np.bincount(labels, minlength=2).min())
     folds = kfold(index, max(2, min(n_splits, minority)), seed, grouping)
     return folds == 0

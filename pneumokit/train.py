@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from .fitting import fit
 from .metrics import binary_metrics, youden_threshold
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
-from .provenance import model_metadata
-from .registry import ModelVersion, Registry
+from .provenance import TRAINING_IMAGES, model_metadata, training_images, unparsed_warning
+from .registry import ModelVersion, Registry, validate_name
 from .splits import holdout
 
 
@@ -40,6 +41,7 @@ def train(
     registry: Registry | None = None,
     name: str | None = None,
     progress: bool = False,
+    echo: Callable[[str], None] = print,
 ) -> TrainResult:
     """Train ``config.architecture`` on the train (+ val) split and register it.
 
@@ -54,6 +56,7 @@ def train(
     registry : where to register the model (default ``Registry()``).
     name : registered model name (default: the architecture's name).
     progress : show a tqdm bar per epoch.
+    echo : where notices go (e.g. file names without patient ids).
     """
     from .progress import EpochBar
 
@@ -61,10 +64,13 @@ def train(
     catalog = get_catalog()
     arch = catalog.architecture(config.architecture)
     registry = registry or Registry()
-    name = name or arch.name
+    name = validate_name(name or arch.name)  # before training, not after
     result = scan(data_dir, splits=CV_SPLITS)
     index = result.require_usable(skip_bad=config.skip_bad)
     skipped = list(result.problems)
+    notice = unparsed_warning(index)
+    if notice:
+        echo(notice)
 
     val = holdout(index, config.val_fraction, config.seed)
     tr, va = index[~val], index[val]
@@ -73,6 +79,7 @@ def train(
                  callbacks=[EpochBar(config.epochs, f"train {arch.name}", enabled=progress)])
     y_val = va["label"].to_numpy()
     threshold = youden_threshold(y_val, fitted.val_prob)
+    # The threshold is tuned on the same validation images it is scored on: optimistic.
     metrics = {
         "validation": binary_metrics(y_val, fitted.val_prob, threshold),
         "validation_at_0.5": binary_metrics(y_val, fitted.val_prob, 0.5),
@@ -95,7 +102,7 @@ def train(
                        CLASS_NAMES, f"validation, threshold {threshold:.3f}")
         version = registry.save(name, fitted.model, meta, artifacts={
             "history.csv": history_csv, "plots/training_curves.png": curves,
-            "plots/confusion.png": cm,
+            "plots/confusion.png": cm, TRAINING_IMAGES: training_images(index),
         })
     return TrainResult(version=version, metrics=metrics, threshold=threshold,
                        best_epoch=fitted.best_epoch, skipped=skipped)

@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 
 NAMES = {
-    "NORMAL": ["IM-{:04d}-0001.jpeg", "NORMAL2-IM-{:04d}-0001.jpeg"],
-    "PNEUMONIA": ["person{}_bacteria_1.jpeg", "person{}_virus_2.jpeg"],
+    "NORMAL": ["IM-{p:04d}-{i:04d}.jpeg", "NORMAL2-IM-{p:04d}-{i:04d}.jpeg"],
+    "PNEUMONIA": ["person{p}_bacteria_{i}.jpeg", "person{p}_virus_{i}.jpeg"],
 }
 
 
@@ -31,8 +31,7 @@ def make_dataset(root: Path, per_class: int = 12, size: int = 48, splits=("train
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
                 patient = 100 + i // per_patient + (1000 if split != "train" else 0)
-                template = NAMES[cls][i % 2]
-                stem = template.format(patient)
-                name = stem.replace("_1.jpeg", f"_{i}.jpeg").replace("-0001.jpeg", f"-{i:04d}.jpeg")
+                template = NAMES[cls][(i // per_patient) % 2]  # a patient keeps one name series
+                name = template.format(p=patient, i=i)
                 Image.fromarray(xray_like(label, size, rng)).save(folder / name, quality=95)
     return root

@@ -165,3 +165,37 @@ def test_original_api(data, tmp_path):
     assert 0 <= cv_results["mean"]["auc"] <= 1
     final_model.save(tmp_path / "pneumonia_model.keras")
     assert (tmp_path / "pneumonia_model.keras").stat().st_size > 0
+
+
+def test_model_func_must_build_a_new_model_each_time(data, tmp_path):
+    from pneumokit import create_gpu_optimized_model
+
+    shared = create_gpu_optimized_model((32, 32, 1))
+    with pytest.raises(ValueError, match="new model on every call"):
+        run_cv(CVConfig(**{**TINY, "folds": 2}), data, output=tmp_path / "o", final=False,
+               build_model=lambda: shared, echo=lambda s: None)
+
+
+def test_invalid_name_is_refused_before_training(data, tmp_path):
+    from pneumokit.registry import RegistryError
+
+    with pytest.raises(RegistryError, match="invalid model name"):
+        run_cv(CVConfig(**TINY), data, output=tmp_path / "o", name="My Model", echo=lambda s: None)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("tf_config, chief", [
+    (None, True),
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
+    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}, False),
+    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}, True),
+])
+def test_only_the_chief_writes(monkeypatch, tf_config, chief):
+    from pneumokit.cv import is_chief
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert is_chief() is chief

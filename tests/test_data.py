@@ -174,3 +174,17 @@ def test_demo_set_is_real_and_attributed():
     assert "CC BY 4.0" in readme and "Kermany" in readme
     with Image.open(next((config.DEMO_DATA_DIR / "train/NORMAL").iterdir())) as img:
         assert img.size == (128, 128)
+
+
+def test_other_top_level_folders_are_ignored_and_listed(tmp_path):
+    root = make_dataset(tmp_path / "chest_xray", per_class=3)
+    (root / "chest_xray" / "train").mkdir(parents=True)  # the Kaggle zip nests a copy
+    result = scan(root)
+    assert result.usable and result.ignored == [str(root / "chest_xray")]
+    assert check_report(result)["ignored_folders"] == [str(root / "chest_xray")]
+
+
+def test_a_test_only_folder_can_be_scanned_for_its_test_split(tmp_path):
+    root = make_dataset(tmp_path, per_class=3, splits=("test",))
+    assert not scan(root, splits=["test"]).problems
+    assert scan(root).problems[0].fatal  # but it cannot be trained on

@@ -110,6 +110,9 @@ def test_mixed_precision_model_exports_as_float32(trained, tmp_path):
     reg.save("mixed", model, {k: meta[k] for k in ("architecture", "config", "class_names",
                                                     "threshold", "preprocessing")})
     result = export("mixed", reg)
+    x = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 1)).astype("float32")
+    onnx_p = Predictor(result.path).predict_batch(x)
+    np.testing.assert_allclose(onnx_p, model.predict(x, verbose=0).ravel(), atol=2e-3)  # fp16 rounding
     proto = onnx.load(result.path)
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
@@ -144,9 +147,15 @@ def test_predict_cli_formats_and_bad_files(trained, tmp_path):
     broken = [r for r in rows if r["error"]]
     assert [r["path"] for r in broken] == [str(bad)]
     assert sum(1 for _ in out_csv.open()) == 26
-    table = runner.invoke(main, ["predict", "tiny", str(test_dir), "--registry",
-                                 str(trained["registry"]), "--threshold", "0"])
-    assert table.exit_code == 0 and table.stdout.count("PNEUMONIA") >= 24
+    for threshold, label in (("0", "PNEUMONIA"), ("1", "NORMAL")):
+        forced = runner.invoke(main, ["predict", "tiny", str(test_dir), "--registry",
+                                      str(trained["registry"]), "--threshold", threshold, "--json"])
+        assert forced.exit_code == 0
+        report = json.loads(forced.stdout)
+        assert report["threshold"] == float(threshold)
+        assert {r["label"] for r in report["predictions"]} == {label}
+    table = runner.invoke(main, ["predict", "tiny", str(test_dir), "--registry", str(trained["registry"])])
+    assert table.exit_code == 0 and table.stdout.splitlines()[0].split() == ["PATH", "PROBABILITY", "LABEL"]
 
 
 def test_docs_example_matches_pneumokit_predict_without_pneumokit(trained):
@@ -181,3 +190,7 @@ def test_evaluate_writes_report_and_plots(trained, tmp_path):
     missing = CliRunner().invoke(main, ["evaluate", "tiny", "--split", "val", "--registry",
                                         str(trained["registry"])])
     assert missing.exit_code == 1 and "no val/ images" in missing.output
+    assert report["images_seen_in_training"] == 0  # test/ was never trained on
+    seen = CliRunner().invoke(main, ["evaluate", "tiny", "--data", str(trained["data"]), "--split", "train",
+                                     "--registry", str(trained["registry"]), "--output", str(tmp_path / "t")])
+    assert seen.exit_code == 0 and "24 of these 24 images were in this model's training data" in seen.output

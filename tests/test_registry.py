@@ -155,7 +155,7 @@ def test_added_artifacts_never_replace(tmp_path):
 
 def test_root_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("PNEUMOKIT_REGISTRY", str(tmp_path / "env"))
-    assert resolve_root("explicit") == resolve_root("explicit")
+    assert str(resolve_root("explicit")) == "explicit"  # the argument beats the variable
     assert str(resolve_root(None)) == str(tmp_path / "env")
     monkeypatch.delenv("PNEUMOKIT_REGISTRY")
     assert str(resolve_root(None)) == "registry"
@@ -179,3 +179,30 @@ def test_registry_cli(tmp_path):
     assert out.exit_code == 0 and "deleted demo:1" in out.stdout
     out = runner.invoke(main, ["registry", "show", "../x", *args])
     assert out.exit_code == 1 and "invalid model name" in out.output
+
+
+def test_version_numbers_are_never_reused(tmp_path):
+    reg = Registry(tmp_path)
+    reg.save("demo", FakeModel(), {})
+    reg.save("demo", FakeModel(), {})
+    reg.delete("demo:2")
+    assert reg.save("demo", FakeModel(), {}).version == 3
+
+
+def test_leftover_of_a_crashed_add_is_replaced(tmp_path):
+    reg = Registry(tmp_path)
+    mv = reg.save("demo", FakeModel(), {})
+    (mv.path / "model.onnx").write_bytes(b"half")  # moved in, metadata never updated
+    mv = reg.add_artifacts("demo:1", {"model.onnx": b"whole"})
+    assert mv.verify("model.onnx").read_bytes() == b"whole"
+
+
+def test_metadata_is_readable_by_others(tmp_path):
+    mv = Registry(tmp_path).save("demo", FakeModel(), {})
+    assert (mv.path / "metadata.json").stat().st_mode & 0o044 == 0o044 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
