@@ -314,9 +314,12 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
     click.echo(f"{c.folds}-fold cross-validation of {c.architecture} ({c.grouping}-grouped), "
                f"{len(result.oof)} images, {result.wall_s / 60:.1f} min")
     click.echo(format_table(result.summary))
-    m = result.oof_metrics["at_threshold"]
-    click.echo(f"threshold {result.threshold:.4f} ({result.threshold_rule}): out-of-fold "
-               + "  ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "recall", "specificity", "f1")))
+    t = result.tuned_summary
+    click.echo("held-out folds at thresholds chosen on each fold's inner validation split: "
+               + "  ".join(f"{k} {t[k]['mean']:.4f} ± {t[k]['std']:.4f}"
+                           for k in ("accuracy", "recall", "specificity")))
+    click.echo(f"final model's threshold {result.threshold:.4f} ({result.threshold_rule} on the "
+               "pooled out-of-fold predictions)")
     if result.version is not None:
         click.echo(f"registered {result.version.ref} at {result.version.path}")
     click.echo(f"results in {result.output}")

@@ -49,16 +49,17 @@ class FoldResult:
     paths: list[str]
     labels: np.ndarray
     prob: np.ndarray
+    tuned: dict  # held-out fold at a threshold chosen on the fold's inner validation split
 
     def to_json(self) -> dict:
         return {"fold": self.fold, "metrics": self.metrics, "best_epoch": self.best_epoch,
                 "history": self.history.to_dict(orient="list"), "paths": self.paths,
-                "labels": self.labels.tolist(), "prob": self.prob.tolist()}
+                "labels": self.labels.tolist(), "prob": self.prob.tolist(), "tuned": self.tuned}
 
     @classmethod
     def from_json(cls, d: dict) -> FoldResult:
         return cls(d["fold"], d["metrics"], d["best_epoch"], pd.DataFrame(d["history"]), d["paths"],
-                   np.asarray(d["labels"]), np.asarray(d["prob"], dtype=np.float64))
+                   np.asarray(d["labels"]), np.asarray(d["prob"], dtype=np.float64), d["tuned"])
 
 
 @dataclass
@@ -74,6 +75,7 @@ class CVResult:
     device: dict
     wall_s: float
     output: Path
+    tuned_summary: dict = field(default_factory=dict)  # held-out folds at inner-validation thresholds
     version: object | None = None  # ModelVersion of the final model
     final_model: object | None = None
     resumed_folds: list[int] = field(default_factory=list)
@@ -87,6 +89,7 @@ class CVResult:
             "std": {k: v["std"] for k, v in self.summary.items()},
             "threshold": self.threshold, "threshold_rule": self.threshold_rule,
             "out_of_fold": self.oof_metrics,
+            "held_out_at_inner_threshold": self.tuned_summary,
             "device": self.device, "wall_s": round(self.wall_s, 2), "output": str(self.output),
             "resumed_folds": self.resumed_folds,
             "model": None if self.version is None else {
@@ -244,8 +247,12 @@ def run_cv(
             y_held = held["label"].to_numpy()
             prob = predict(fitted.model, make_dataset(held["path"].tolist(), y_held, pre,
                                                       batch_size=config.batch_size))
+            # An honest estimate of the thresholded model: the threshold comes from
+            # the inner validation split, never from the fold it is scored on.
+            inner_threshold = choose_threshold(va["label"].to_numpy(), fitted.val_prob, config)[0]
             fold = FoldResult(k, binary_metrics(y_held, prob, 0.5), fitted.best_epoch,
-                              fitted.history, held["path"].tolist(), y_held, prob)
+                              fitted.history, held["path"].tolist(), y_held, prob,
+                              binary_metrics(y_held, prob, inner_threshold))
             write_json_atomic(path, fold.to_json())  # a finished fold survives a crash
             fold_results.append(fold)
             bar.set_postfix(auc=f"{fold.metrics['auc']:.4f}")
@@ -260,14 +267,10 @@ def run_cv(
     if len(oof) != len(index):
         raise ResumeError(f"out-of-fold predictions cover {len(oof)} of {len(index)} images: the "
                           f"saved folds in {out} do not match the data; start a new run")
-    if config.target_sensitivity is not None:
-        threshold = threshold_for_sensitivity(oof["label"], oof["probability"], config.target_sensitivity)
-        rule = f"highest threshold with out-of-fold sensitivity >= {config.target_sensitivity}"
-    else:
-        threshold = youden_threshold(oof["label"], oof["probability"])
-        rule = "Youden's J on out-of-fold predictions"
+    threshold, rule = choose_threshold(oof["label"], oof["probability"], config)
     oof_metrics = {"at_threshold": binary_metrics(oof["label"], oof["probability"], threshold),
                    "at_0.5": binary_metrics(oof["label"], oof["probability"], 0.5)}
+    tuned = summarize([f.tuned for f in fold_results])
     table = results_table(fold_results)
     summary = summarize([f.metrics for f in fold_results])
     table.to_csv(out / "cv.csv", index=False)
@@ -276,6 +279,7 @@ def run_cv(
 
     cv_result = CVResult(config=config, folds=fold_results, table=table, summary=summary,
                          threshold=threshold, threshold_rule=rule, oof=oof, oof_metrics=oof_metrics,
+                         tuned_summary=tuned,
                          device=plan.to_dict(), wall_s=0.0, output=out, resumed_folds=resumed)
     if final:
         epochs = max(1, int(np.median([f.best_epoch for f in fold_results])))
@@ -286,7 +290,7 @@ def run_cv(
         meta = model_metadata(
             arch, config, pre, index, root=result.root, threshold=threshold,
             metrics={"cv": summary, "folds": [f.metrics for f in fold_results],
-                     "out_of_fold": oof_metrics},
+                     "out_of_fold": oof_metrics, "held_out_at_inner_threshold": tuned},
             kind="cv", threshold_rule=rule, final_epochs=epochs, device=plan.to_dict(),
             folds={"k": config.folds, "grouping": config.grouping,
                    "images_per_fold": [len(f.paths) for f in fold_results],
@@ -303,6 +307,14 @@ def run_cv(
     cv_result.wall_s = time.perf_counter() - started
     write_json_atomic(out / "result.json", cv_result.to_dict())
     return cv_result
+
+
+def choose_threshold(labels, prob, config: CVConfig) -> tuple[float, str]:
+    """The decision threshold by the run's rule: Youden's J, or a target sensitivity."""
+    if config.target_sensitivity is not None:
+        return (threshold_for_sensitivity(labels, prob, config.target_sensitivity),
+                f"highest threshold with sensitivity >= {config.target_sensitivity}")
+    return youden_threshold(labels, prob), "Youden's J"
 
 
 def is_chief() -> bool:

@@ -53,6 +53,9 @@ def test_outputs_table_oof_and_plots(run):
     oof = pd.read_csv(result.output / "oof.csv")
     assert len(oof) == 24 and oof["path"].is_unique and oof["probability"].between(0, 1).all()
     assert 0.0 <= result.threshold <= 1.0 and "Youden" in result.threshold_rule
+    for f in result.folds:  # the honest estimate: threshold from the inner split, scored on the fold
+        assert f.tuned["confusion_matrix"] and 0.0 <= f.tuned["threshold"] <= 1.0
+    assert set(result.tuned_summary) >= {"accuracy", "recall", "specificity", "auc"}
     assert set(result.oof_metrics) == {"at_threshold", "at_0.5"}
     for name in ("training_curves.png", "cv_summary.png", "roc.png", "confusion.png"):
         assert (result.output / "plots" / name).stat().st_size > 0
