@@ -37,7 +37,7 @@ def main():
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/chest_xray"))
-    parser.add_argument("--images", type=int, default=640)
+    parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--augment", default="crop,rotate,brightness,contrast")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 
 import click
@@ -79,6 +80,9 @@ data_option = click.option("--data", "data_dir", type=click.Path(file_okay=False
 @click.version_option(__version__, prog_name="pneumokit")
 def main() -> None:
     """Train, cross-validate, version, export and serve chest X-ray pneumonia classifiers."""
+    # TensorFlow's Python logger warns about tf.function retracing whenever a
+    # fold's model predicts a batch of a new size; harmless, and noise here.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 @main.command("list-models")
