@@ -189,29 +189,48 @@ def _format_check(r: dict) -> str:
     return "\n".join(lines)
 
 
+_FIT_OPTIONS = [
+    data_option,
+    click.option("--model", "architecture", default=None,
+                 help=f"Architecture name (default: {C.DEFAULT_ARCHITECTURE})."),
+    click.option("--epochs", type=click.IntRange(1), default=None,
+                 help=f"Maximum epochs (per fold in cv; default {C.DEFAULT_EPOCHS})."),
+    click.option("--batch-size", type=click.IntRange(1), default=None,
+                 help=f"Batch size (default {C.DEFAULT_BATCH_SIZE})."),
+    click.option("--image-size", type=click.IntRange(8), default=None,
+                 help="Square input size (default: the architecture's)."),
+    click.option("--augment", default=None,
+                 help="Augmentations, e.g. 'crop,rotate:degrees=10' ('' for none; default "
+                      f"{C.DEFAULT_AUGMENT})."),
+    click.option("--option", "-o", "options", multiple=True,
+                 help="Architecture option KEY=VALUE, e.g. -o weights=none (repeatable)."),
+    click.option("--learning-rate", type=float, default=None,
+                 help=f"Adam learning rate (default {C.DEFAULT_LEARNING_RATE:g})."),
+    click.option("--val-fraction", type=float, default=None,
+                 help="Patient-grouped validation fraction for early stopping "
+                      f"(default {C.DEFAULT_VAL_FRACTION})."),
+    click.option("--seed", type=int, default=None, help=f"Random seed (default {C.DEFAULT_SEED})."),
+    click.option("--name", default=None, help="Registered model name (default: the architecture's name)."),
+    registry_option,
+    click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed)."),
+]
+
+
+def fit_options(command):
+    """The options ``train`` and ``cv`` share, in one place."""
+    for option in reversed(_FIT_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool):
+    """A ``TrainConfig``/``CVConfig`` from the options given; the rest keep their defaults."""
+    return cls(**{k: v for k, v in given.items() if v is not None},
+               options=_parse_options(options), skip_bad=skip_bad)
+
+
 @main.command("train")
-@data_option
-@click.option("--model", "architecture", default=None,
-              help=f"Architecture name (default: {C.DEFAULT_ARCHITECTURE}).")
-@click.option("--epochs", type=click.IntRange(1), default=None,
-              help=f"Maximum epochs (default {C.DEFAULT_EPOCHS}).")
-@click.option("--batch-size", type=click.IntRange(1), default=None,
-              help=f"Batch size (default {C.DEFAULT_BATCH_SIZE}).")
-@click.option("--image-size", type=click.IntRange(8), default=None,
-              help="Square input size (default: the architecture's).")
-@click.option("--augment", default=None,
-              help="Augmentations, e.g. 'crop,rotate:degrees=10' ('' for none; default "
-                   f"{C.DEFAULT_AUGMENT}).")
-@click.option("--option", "-o", "options", multiple=True,
-              help="Architecture option KEY=VALUE, e.g. -o weights=none (repeatable).")
-@click.option("--learning-rate", type=float, default=None,
-              help=f"Adam learning rate (default {C.DEFAULT_LEARNING_RATE:g}).")
-@click.option("--val-fraction", type=float, default=None,
-              help=f"Patient-grouped validation fraction (default {C.DEFAULT_VAL_FRACTION}).")
-@click.option("--seed", type=int, default=None, help=f"Random seed (default {C.DEFAULT_SEED}).")
-@click.option("--name", default=None, help="Registered model name (default: the architecture's name).")
-@registry_option
-@click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed).")
+@fit_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
 def train_command(data_dir, architecture, epochs, batch_size, image_size, augment, options,
@@ -225,8 +244,7 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
     given = {"architecture": architecture, "epochs": epochs, "batch_size": batch_size,
              "image_size": image_size, "augment": augment, "learning_rate": learning_rate,
              "val_fraction": val_fraction, "seed": seed}
-    config = TrainConfig(**{k: v for k, v in given.items() if v is not None},
-                         options=_parse_options(options), skip_bad=skip_bad)
+    config = _config(TrainConfig, given, options, skip_bad)
     with _user_errors():
         result = train(config, data_dir, registry=Registry(registry_root), name=name,
                        progress=progress_enabled(quiet or as_json),
@@ -247,43 +265,22 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
 
 
 @main.command("cv")
-@data_option
-@click.option("--model", "architecture", default=None,
-              help=f"Architecture name (default: {C.DEFAULT_ARCHITECTURE}).")
+@fit_options
 @click.option("--folds", type=click.IntRange(2), default=None,
               help=f"Number of folds (default {C.DEFAULT_FOLDS}).")
-@click.option("--epochs", type=click.IntRange(1), default=None,
-              help=f"Maximum epochs per fold (default {C.DEFAULT_EPOCHS}).")
-@click.option("--batch-size", type=click.IntRange(1), default=None,
-              help=f"Batch size (default {C.DEFAULT_BATCH_SIZE}).")
-@click.option("--image-size", type=click.IntRange(8), default=None,
-              help="Square input size (default: the architecture's).")
-@click.option("--augment", default=None,
-              help="Augmentations, e.g. 'crop,rotate:degrees=10' ('' for none; default "
-                   f"{C.DEFAULT_AUGMENT}).")
-@click.option("--option", "-o", "options", multiple=True,
-              help="Architecture option KEY=VALUE, e.g. -o weights=none (repeatable).")
 @click.option("--grouping", type=click.Choice(["patient", "image"]), default=None,
               help="Fold by patient (default) or by image (lets patients leak: inflated scores).")
 @click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Choose the threshold reaching this out-of-fold sensitivity (default: Youden's J).")
-@click.option("--learning-rate", type=float, default=None,
-              help=f"Adam learning rate (default {C.DEFAULT_LEARNING_RATE:g}).")
-@click.option("--val-fraction", type=float, default=None,
-              help=f"Inner validation fraction for early stopping (default {C.DEFAULT_VAL_FRACTION}).")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default=None,
               help="auto: mixed_float16 on GPUs with compute capability >= 7.0, else float32.")
 @click.option("--xla", type=click.Choice(["auto", "on", "off"]), default=None,
               help="auto: on with a GPU, off on CPU (where it is ~10x slower).")
-@click.option("--seed", type=int, default=None, help=f"Random seed (default {C.DEFAULT_SEED}).")
 @click.option("--output", type=click.Path(file_okay=False),
               help="Run folder (default runs/cv/NAME-YYYYmmdd-HHMMSS).")
 @click.option("--resume", type=click.Path(exists=True, file_okay=False),
               help="Continue an interrupted run from its folder.")
-@click.option("--name", default=None, help="Registered model name (default: the architecture's name).")
-@registry_option
 @click.option("--no-final", is_flag=True, help="Skip the final model on all the data.")
-@click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no notices.")
 @json_option
 def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, augment, options, grouping,
@@ -301,8 +298,7 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
              "val_fraction": val_fraction, "precision": precision, "xla": xla, "seed": seed}
     config = None
     if resume is None or any(v is not None for v in given.values()) or options or skip_bad:
-        config = CVConfig(**{k: v for k, v in given.items() if v is not None},
-                          options=_parse_options(options), skip_bad=skip_bad)
+        config = _config(CVConfig, given, options, skip_bad)
     notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
     with _user_errors():
         try:
