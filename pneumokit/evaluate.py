@@ -56,11 +56,12 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
     paths, y = index["path"].tolist(), index["label"].to_numpy()
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
     if ONNX_FILE in mv.metadata.get("artifacts", {}):
+        from .decoding import decode_all
         from .runtime import Predictor
 
-        predictor = Predictor(mv.path / ONNX_FILE)
-        mv.verify(ONNX_FILE)
-        prob = np.concatenate([predictor.predict_batch(pre.prepare(paths[i:i + 64]))
+        predictor = Predictor(mv.ref, registry=registry)  # checks the file's sha256 first
+        images = decode_all(paths, pre)  # threaded, as in training
+        prob = np.concatenate([predictor.predict_batch(pre.normalize(images[i:i + 64].astype(np.float32)))
                                for i in range(0, len(paths), 64)])
         engine = f"onnxruntime ({', '.join(predictor.providers_in_use)})"
     else:
