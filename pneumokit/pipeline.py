@@ -14,6 +14,7 @@ import numpy as np
 
 from .catalog import Catalog
 from .decoding import decode_all
+from .fused import FusedAugmentation, layer_seeds
 from .preprocessing import Preprocessing
 
 
@@ -121,7 +122,9 @@ def make_dataset(
 
     Every file is decoded once (threads, see ``decoding.decode_all``) into a
     uint8 cache; each epoch then shuffles indices, gathers batches from the
-    cache, casts, augments, normalises and prefetches, with AUTOTUNE. A file
+    cache, augments, normalises and prefetches, with AUTOTUNE. Built-in
+    augmentations run fused, one OpenCV pass per image (``fused.py``); a list
+    with any other layer runs layer by layer in TensorFlow. A file
     that cannot be decoded stops here, before any training.
 
     Parameters
@@ -148,32 +151,37 @@ def make_dataset(
     if not paths:
         raise ValueError("no images to build a dataset from")
     cached = load_images(paths, preprocessing, cache) if images is None else images
-    shape = (preprocessing.height, preprocessing.width, 1)
+    height, width = preprocessing.height, preprocessing.width
+    layers = list(augmentations) if training else []
+    augment = bool(layers)
+    fused = FusedAugmentation(layers, preprocessing) if FusedAugmentation.supports(layers) else None
 
-    def gather(idx):
-        batch = tf.numpy_function(lambda i: np.ascontiguousarray(cached[i]), [idx], tf.uint8,
+    if fused is not None:
+        # Fast path: the built-ins' random draws in the graph, the pixels in one
+        # OpenCV pass per image (see fused.py).
+        def to_input(idx, batch_seed):
+            maps, params = fused.draw(tf.size(idx), height, width, batch_seed)
+            x = tf.numpy_function(lambda i, m, p: fused.apply(cached, i, m if augment else None, p),
+                                  [idx, maps, params], tf.float32, stateful=False)
+            return tf.ensure_shape(x, (None, height, width, preprocessing.channels))
+    else:
+        seedable = [_takes_seed(layer) for layer in layers]
+
+        def to_input(idx, batch_seed):
+            x = tf.numpy_function(lambda i: np.ascontiguousarray(cached[i]), [idx], tf.uint8,
                                   stateful=False)
-        return tf.ensure_shape(batch, (None, *shape))
-
-    seedable = [_takes_seed(layer) for layer in augmentations]
-    augment = training and bool(augmentations)
-
-    def to_input(x, batch_seed=None):
-        x = tf.cast(x, tf.float32)
-        if augment:
-            # independent stateless seeds per layer, split from the batch's seed
-            layer_seeds = tf.random.experimental.stateless_split(batch_seed, len(augmentations))
-            for k, layer in enumerate(augmentations):
-                if seedable[k]:
-                    x = layer(x, training=True, seed=layer_seeds[k])
-                else:
-                    x = layer(x, training=True)
-        return preprocessing.normalize(x)
+            x = tf.cast(tf.ensure_shape(x, (None, height, width, 1)), tf.float32)
+            seeds = layer_seeds(batch_seed, len(layers))
+            for k, layer in enumerate(layers):
+                x = layer(x, training=True, seed=seeds[k]) if seedable[k] else layer(x, training=True)
+            return preprocessing.normalize(x)
 
     # Seedable layers get a per-batch seed from a seeded stream, so batches can
     # be augmented in parallel and still repeat exactly. Layers that keep their
     # own RNG state must see the batches one at a time for that.
-    parallel = None if (augment and seed is not None and not all(seedable)) else autotune
+    parallel = autotune
+    if fused is None and seed is not None and not all(seedable):
+        parallel = None
     ds = tf.data.Dataset.range(len(paths))
     if training:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
@@ -184,8 +192,8 @@ def make_dataset(
     else:
         ds = ds.map(lambda i: (i, tf.zeros([2], tf.int64)))
     if labels is None:
-        ds = ds.map(lambda i, s: to_input(gather(i), s), num_parallel_calls=parallel)
+        ds = ds.map(to_input, num_parallel_calls=parallel)
     else:
         y = tf.constant(np.asarray(labels, dtype=np.float32))
-        ds = ds.map(lambda i, s: (to_input(gather(i), s), tf.gather(y, i)), num_parallel_calls=parallel)
+        ds = ds.map(lambda i, s: (to_input(i, s), tf.gather(y, i)), num_parallel_calls=parallel)
     return ds.prefetch(autotune)

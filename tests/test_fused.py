@@ -1,0 +1,117 @@
+"""The fused OpenCV path draws and applies the same augmentations as the layers, and the pipeline uses it."""
+
+import numpy as np
+import pytest
+from helpers import make_dataset, xray_like
+
+from pneumokit import get_catalog
+from pneumokit.data import scan
+from pneumokit.fused import FusedAugmentation, layer_seeds
+from pneumokit.pipeline import build_augmentations
+from pneumokit.pipeline import make_dataset as make_pipeline
+from pneumokit.preprocessing import Preprocessing
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    return np.stack([xray_like(i % 2, SIZE, rng) for i in range(6)])[..., None]
+
+
+def layer_by_layer(layers, images, seed, pre):
+    import tensorflow as tf
+
+    x = tf.cast(images, tf.float32)
+    seeds = layer_seeds(seed, len(layers))
+    for k, layer in enumerate(layers):
+        x = layer(x, training=True, seed=seeds[k])
+    return pre.normalize(x).numpy()
+
+
+def fused(layers, images, seed, pre):
+    import tensorflow as tf
+
+    aug = FusedAugmentation(layers, pre)
+    maps, params = aug.draw(tf.constant(len(images)), SIZE, SIZE, seed)
+    return aug.apply(images, np.arange(len(images)), maps.numpy(), params.numpy())
+
+
+@pytest.mark.parametrize("spec, mean_tol, max_tol", [
+    ("flip:mode=horizontal_and_vertical", 0, 0),  # exact: whole-pixel moves
+    ("brightness:factor=0.3", 0, 1e-6),           # exact: same formula on each gray level
+    ("contrast:factor=0.3", 0, 1e-6),
+    ("brightness,contrast", 0, 1e-6),
+    ("crop:fraction=0.8", 1.0, 3.0),              # one bilinear pass each; OpenCV rounds to uint8
+    ("rotate:degrees=10", 1.0, 3.0),
+    ("zoom:factor=0.2", 1.0, 3.0),
+])
+@pytest.mark.parametrize("channels, preset", [(1, "unit"), (3, "caffe")])
+def test_fused_matches_layers(images, spec, mean_tol, max_tol, channels, preset):
+    """Same seed, same draw: the two paths agree to within interpolation rounding (in gray levels)."""
+    import tensorflow as tf
+
+    pre = Preprocessing.from_preset(preset, SIZE, channels)
+    layers = build_augmentations(spec, get_catalog(), seed=0)
+    seed = tf.constant([5, 6], tf.int64)
+    ref, out = layer_by_layer(layers, images, seed, pre), fused(layers, images, seed, pre)
+    assert out.shape == ref.shape == (6, SIZE, SIZE, channels) and out.dtype == np.float32
+    levels = np.abs(out - ref) / (pre.scale / np.asarray(pre.std, dtype=np.float32))
+    assert levels.mean() <= mean_tol + 1e-4 and levels.max() <= max_tol + 1e-4
+    assert not np.allclose(out, pre.normalize(images.astype(np.float32)))  # it did augment
+
+
+def test_default_chain_resamples_once(images):
+    """crop then rotate: one warp through the product of the maps, close to two warps in a row."""
+    import tensorflow as tf
+
+    pre = Preprocessing.from_preset("unit", SIZE, 1)
+    layers = build_augmentations("crop,rotate,brightness,contrast", get_catalog(), seed=0)
+    seed = tf.constant([1, 2], tf.int64)
+    ref, out = layer_by_layer(layers, images, seed, pre), fused(layers, images, seed, pre)
+    inner = np.abs(out - ref)[:, 4:-4, 4:-4] * 255  # borders differ: the fused path reflects the original
+    assert inner.mean() < 2.0
+
+
+def test_draw_is_the_layers_draw():
+    """Seeds are split per layer as in the layer-by-layer path, so a draw depends on position too."""
+    import tensorflow as tf
+
+    pre = Preprocessing.from_preset("unit", SIZE, 1)
+    seed = tf.constant([3, 4], tf.int64)
+    one = FusedAugmentation(build_augmentations("rotate", get_catalog(), seed=0), pre)
+    two = FusedAugmentation(build_augmentations("rotate,rotate", get_catalog(), seed=0), pre)
+    maps1, _ = one.draw(tf.constant(4), SIZE, SIZE, seed)
+    maps1b, _ = one.draw(tf.constant(4), SIZE, SIZE, seed)
+    maps2, _ = two.draw(tf.constant(4), SIZE, SIZE, seed)
+    np.testing.assert_array_equal(maps1.numpy(), maps1b.numpy())
+    assert not np.allclose(maps1.numpy(), maps2.numpy())
+
+
+def test_only_builtin_kinds_are_fused():
+    from pneumokit_example.layers import ClippedGaussianNoise
+
+    builtins = build_augmentations("flip,brightness", get_catalog(), seed=0)
+    assert FusedAugmentation.supports(builtins)
+    assert FusedAugmentation.supports([])
+    assert not FusedAugmentation.supports([*builtins, ClippedGaussianNoise(4.0, seed=0)])
+    with pytest.raises(TypeError, match="PointwiseAugmentation"):
+        FusedAugmentation([ClippedGaussianNoise(4.0)], Preprocessing.from_preset("unit", SIZE, 1))
+
+
+def test_pipeline_falls_back_to_layers_for_other_augmentations(tmp_path):
+    """A plugin's layer in the list: the whole list runs layer by layer, still seeded and repeatable."""
+    index = scan(make_dataset(tmp_path, per_class=6, size=40)).index
+    pre = Preprocessing.from_preset("unit", 32, 1)
+
+    def run(spec):
+        augs = build_augmentations(spec, get_catalog(), seed=3)
+        ds = make_pipeline(index.path, index.label, pre, batch_size=4, training=True,
+                           augmentations=augs, seed=3)
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    mixed, again = run("flip,gaussian_noise"), run("flip,gaussian_noise")
+    np.testing.assert_array_equal(mixed, again)
+    assert mixed.shape == (12, 32, 32, 1) and 0.0 <= mixed.min() and mixed.max() <= 1.0
+    assert not np.allclose(np.sort(mixed.ravel()), np.sort(run("flip").ravel()))
