@@ -3,8 +3,10 @@
 (a) naive loop: Pillow open, convert, resize, to NumPy, one image at a time;
 (b) the pneumokit pipeline's first pass (decode into the uint8 cache + one augmented epoch);
 (c) its cached passes (augmented epochs from the cache);
-and whether the pipeline stalls training: cnn_optimized epoch time fed by the
-pipeline (after its first epoch) vs fed from the same tensors held in memory.
+the ceiling for (c) with a geometric augmentation: one cv2.warpAffine per image
+alone, one thread per core; and whether the pipeline stalls training:
+cnn_optimized epoch time fed by the pipeline (after its first epoch) vs fed
+from the same tensors held in memory.
 """
 
 import argparse
@@ -13,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,6 +26,7 @@ from PIL import Image  # noqa: E402
 from pneumokit import get_catalog  # noqa: E402
 from pneumokit.config import DEFAULT_AUGMENT  # noqa: E402
 from pneumokit.data import scan  # noqa: E402
+from pneumokit.decoding import decode_all  # noqa: E402
 from pneumokit.pipeline import build_augmentations, make_dataset  # noqa: E402
 from pneumokit.preprocessing import Preprocessing  # noqa: E402
 
@@ -52,6 +56,33 @@ def naive(paths, size):
     for p in paths:
         np.asarray(Image.open(p).convert("L").resize((size, size), Image.Resampling.BILINEAR))
     return len(paths) / (time.perf_counter() - t)
+
+
+def warp_floor(paths, size):
+    """Images/s of ``cv2.warpAffine`` alone on the decoded uint8 images, one thread per core.
+
+    One bilinear resampling per image is the least work any rotation, zoom or
+    crop can do, and the fused pipeline does exactly one; this is the ceiling
+    for a cached pass with such an augmentation on this machine.
+    """
+    import cv2
+
+    images = decode_all(paths, Preprocessing.from_preset("unit", size, 1))[..., 0]
+    angle, scale, c = np.radians(3.0), 0.9, (size - 1) / 2
+    m = np.array([[scale * np.cos(angle), -scale * np.sin(angle), 0],
+                  [scale * np.sin(angle), scale * np.cos(angle), 0]], np.float32)
+    m[:, 2] = c - m[:, :2] @ [c, c]
+    workers = os.cpu_count() or 1
+
+    def warp(chunk):
+        for img in images[chunk::workers]:
+            cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REFLECT)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(warp, range(workers)))
+    return len(images) / (time.perf_counter() - t)
 
 
 def pipeline_passes(paths, labels, size, augment, passes):
@@ -148,6 +179,10 @@ def main():
         print(f"{size}px: (a) naive {n:.0f} images/s; augment={args.augment}: (b) first pass "
               f"{first:.0f}, (c) cached {cached:.0f}; no augmentation: first pass "
               f"{first_plain:.0f}, cached {cached_plain:.0f}")
+    floor = warp_floor(paths, args.size)
+    print(f"{args.size}px: one cv2.warpAffine per image, alone, {os.cpu_count()} threads: "
+          f"{floor:.0f} images/s (ceiling of a cached pass with a geometric augmentation; "
+          f"the 10x target needs {10 * figures[args.size]['first']:.0f})")
     file_s, memory_s = stall(paths, labels, args.stall_size, args.augment, args.stall_epochs)
     print(f"cnn_optimized epoch at {args.stall_size}px: fed by the pipeline {file_s:.2f}s, "
           f"from in-memory tensors {memory_s:.2f}s")
@@ -161,6 +196,8 @@ def main():
         "cached_images_per_s": round(main_fig["cached"], 1),
         "ratio_first_pass_vs_naive": round(main_fig["first"] / main_fig["naive"], 3),
         "ratio_cached_vs_first_pass": round(main_fig["cached"] / main_fig["first"], 3),
+        "warp_floor_images_per_s": round(floor, 1),
+        "ratio_warp_floor_vs_first_pass": round(floor / main_fig["first"], 3),
         "first_pass_images_per_s_no_augment": round(main_fig["first_plain"], 1),
         "cached_images_per_s_no_augment": round(main_fig["cached_plain"], 1),
         "ratio_first_pass_vs_naive_no_augment": round(main_fig["first_plain"] / main_fig["naive"], 3),

@@ -23,7 +23,6 @@ as a decoded image is.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,7 +52,6 @@ class FusedAugmentation:
         self.warps = any(isinstance(la, GeometricAugmentation) for la in self.layers)
         self.uses_mean = any(la.uses_mean for la in self.pointwise)
         self.pre = preprocessing
-        self._local = threading.local()
         self._values = np.arange(256, dtype=np.float32)
         self._plain_table = self._normalised(self._values)
 
@@ -80,25 +78,23 @@ class FusedAugmentation:
         params = tf.stack(params, axis=1) if params else tf.zeros(tf.stack([batch, 0]))
         return maps[:, :2, :], params
 
-    def apply(self, images: np.ndarray, index: np.ndarray, maps=None, params=None) -> np.ndarray:
+    def apply(self, images: np.ndarray, index, maps: np.ndarray, params: np.ndarray) -> np.ndarray:
         """float32 (B, H, W, C) model input from ``images[index]`` (uint8, (N, H, W, 1)).
 
-        ``maps`` and ``params`` come from ``draw``; without them (or with no
-        layers) only the normalisation is applied.
+        ``maps`` and ``params`` are one batch's draws (``draw``).
         """
         import cv2
 
         batch, (height, width), channels = len(index), images.shape[1:3], self.pre.channels
-        augment = maps is not None and bool(self.layers)
-        if augment and self.warps:
-            pixels = self._scratch(batch, height, width)
+        if self.warps:
+            pixels = np.empty((batch, height, width), dtype=np.uint8)
             for k, i in enumerate(index):
                 cv2.warpAffine(images[i, :, :, 0], maps[k], (width, height), dst=pixels[k],
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                borderMode=cv2.BORDER_REFLECT)
         else:
             pixels = images[index, :, :, 0]
-        if augment and self.pointwise:
+        if self.pointwise:
             tables = self._tables(pixels, params)
         else:
             tables = np.broadcast_to(self._plain_table, (batch, 256, channels))
@@ -107,13 +103,6 @@ class FusedAugmentation:
             src = pixels[k] if channels == 1 else cv2.merge([pixels[k]] * channels)
             cv2.LUT(src, tables[k].reshape(1, 256, channels), dst=out[k].reshape(height, width, channels))
         return out
-
-    def _scratch(self, batch: int, height: int, width: int) -> np.ndarray:
-        """This thread's reusable uint8 buffer for warped pixels (never leaves ``apply``)."""
-        buf = getattr(self._local, "pixels", None)
-        if buf is None or buf.shape[0] < batch or buf.shape[1:] != (height, width):
-            buf = self._local.pixels = np.empty((batch, height, width), dtype=np.uint8)
-        return buf[:batch]
 
     def _tables(self, pixels: np.ndarray, params: np.ndarray) -> np.ndarray:
         """(B, 256, C): the pointwise layers, in order, as tables over the gray levels, normalised."""
