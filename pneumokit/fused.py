@@ -12,13 +12,13 @@ the built-ins) is applied as
 
 The random draws are the layers' own (``inverse_maps`` / ``sample``), made
 with TensorFlow's stateless ops from the same per-layer seeds as the layer
-by layer path, so a seed means the same augmentation on both paths. The two
-paths differ only where the fused one is more faithful: geometric layers
-resample once instead of once each, their reflected borders come from the
-original image rather than an already-warped one, and pointwise layers act
-after all geometric ones (they commute with resampling up to interpolation
-of clipped values). Interpolated pixels are rounded to uint8 before the table,
-as a decoded image is.
+by layer path, so a seed means the same augmentation on both paths. The
+pixels differ a little: geometric layers resample once instead of once each
+(less blur, and reflected borders come from the original image), OpenCV
+interpolates in fixed point (1/32 pixel) and the warped pixels are rounded to
+uint8 before the table, as a decoded image is. Lists that put a pointwise
+layer before a geometric one, or hold any other layer, are not fused
+(``supports``).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class FusedAugmentation:
 
     def __init__(self, layers: Sequence, preprocessing: Preprocessing):
         if not self.supports(layers):
-            raise TypeError("FusedAugmentation takes GeometricAugmentation and "
-                            "PointwiseAugmentation layers only")
+            raise TypeError("FusedAugmentation takes GeometricAugmentation and then "
+                            "PointwiseAugmentation layers that keep the base classes' call and augment")
         from .augmentations.layers import GeometricAugmentation, PointwiseAugmentation
 
         self.layers = list(layers)
@@ -57,10 +57,27 @@ class FusedAugmentation:
 
     @staticmethod
     def supports(layers: Sequence) -> bool:
-        """Whether every layer is a built-in kind this class can fuse (imports TensorFlow)."""
-        from .augmentations.layers import GeometricAugmentation, PointwiseAugmentation
+        """Whether the list can be fused without changing what it means (imports TensorFlow).
 
-        return all(isinstance(la, (GeometricAugmentation, PointwiseAugmentation)) for la in layers)
+        Every layer must be a built-in kind that keeps the base class's
+        ``call`` and ``augment`` (a subclass that overrides them does its own
+        thing), and the pointwise layers must come after all geometric ones:
+        fusing applies them in that order, and e.g. ``contrast,crop`` takes
+        contrast's mean over the whole image, ``crop,contrast`` over the crop.
+        """
+        from .augmentations.layers import GeometricAugmentation, PointwiseAugmentation, SeededAugmentation
+
+        seen_pointwise = False
+        for layer in layers:
+            kind = next((k for k in (GeometricAugmentation, PointwiseAugmentation) if isinstance(layer, k)),
+                        None)
+            if (kind is None or type(layer).augment is not kind.augment
+                    or type(layer).call is not SeededAugmentation.call):
+                return False
+            if kind is GeometricAugmentation and seen_pointwise:
+                return False
+            seen_pointwise = seen_pointwise or kind is PointwiseAugmentation
+        return True
 
     def draw(self, batch, height, width, batch_seed):
         """One batch's random draws as tensors: maps (B, 2, 3) and pointwise parameters (B, P)."""
@@ -76,7 +93,10 @@ class FusedAugmentation:
                 else:
                     maps = tf.matmul(maps, layer.inverse_maps(batch, height, width, seeds[k]))
         params = tf.stack(params, axis=1) if params else tf.zeros(tf.stack([batch, 0]))
-        return maps[:, :2, :], params
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                maps[:, 2, :], tf.constant([0.0, 0.0, 1.0]),
+                message="geometric augmentations must be affine (bottom row 0, 0, 1)")]):
+            return tf.identity(maps[:, :2, :]), params
 
     def apply(self, images: np.ndarray, index, maps: np.ndarray, params: np.ndarray) -> np.ndarray:
         """float32 (B, H, W, C) model input from ``images[index]`` (uint8, (N, H, W, 1)).

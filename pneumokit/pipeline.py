@@ -152,11 +152,14 @@ def make_dataset(
         raise ValueError("no images to build a dataset from")
     cached = load_images(paths, preprocessing, cache) if images is None else images
     height, width = preprocessing.height, preprocessing.width
+    if cached.dtype != np.uint8 or cached.shape[1:] != (height, width, 1) or len(cached) != len(paths):
+        raise ValueError(f"images: expected uint8 ({len(paths)}, {height}, {width}, 1) decoded by the "
+                         f"preprocessing, got {cached.dtype} {tuple(cached.shape)}")
     layers = list(augmentations) if training else []
     augment = bool(layers)
     # Without augmentation, TensorFlow's cast and normalise are faster than a
     # lookup table (measured at 224 px), so only augmented batches go through OpenCV.
-    fused = None
+    fused, seedable = None, []
     if augment and FusedAugmentation.supports(layers):
         fused = FusedAugmentation(layers, preprocessing)
 

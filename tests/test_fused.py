@@ -89,17 +89,6 @@ def test_draw_is_the_layers_draw():
     assert not np.allclose(maps1.numpy(), maps2.numpy())
 
 
-def test_only_builtin_kinds_are_fused():
-    from pneumokit_example.layers import ClippedGaussianNoise
-
-    builtins = build_augmentations("flip,brightness", get_catalog(), seed=0)
-    assert FusedAugmentation.supports(builtins)
-    assert FusedAugmentation.supports([])
-    assert not FusedAugmentation.supports([*builtins, ClippedGaussianNoise(4.0, seed=0)])
-    with pytest.raises(TypeError, match="PointwiseAugmentation"):
-        FusedAugmentation([ClippedGaussianNoise(4.0)], Preprocessing.from_preset("unit", SIZE, 1))
-
-
 def test_pipeline_falls_back_to_layers_for_other_augmentations(tmp_path):
     """A plugin's layer in the list: the whole list runs layer by layer, still seeded and repeatable."""
     index = scan(make_dataset(tmp_path, per_class=6, size=40)).index
@@ -115,3 +104,96 @@ def test_pipeline_falls_back_to_layers_for_other_augmentations(tmp_path):
     np.testing.assert_array_equal(mixed, again)
     assert mixed.shape == (12, 32, 32, 1) and 0.0 <= mixed.min() and mixed.max() <= 1.0
     assert not np.allclose(np.sort(mixed.ravel()), np.sort(run("flip").ravel()))
+
+
+def test_flip_and_crop_match_independent_references(images):
+    """The matrices themselves, against NumPy's flip and TensorFlow's crop_and_resize."""
+    import tensorflow as tf
+
+    pre = Preprocessing.from_preset("unit", SIZE, 1)
+    seed = tf.constant([7, 8], tf.int64)
+    flip = build_augmentations("flip", get_catalog(), seed=0)
+    out = fused(flip, images, seed, pre)[..., 0] * 255
+    layer_seed = layer_seeds(seed, 1)[0]
+    flipped = (flip[0].per_image(6, tf.random.experimental.stateless_split(layer_seed, 2)[0], 0.0, 1.0)
+               < 0.5).numpy()
+    assert 0 < flipped.sum() < 6  # this seed flips some images and not others
+    expected = np.where(flipped[:, None, None], images[:, :, ::-1, 0], images[..., 0])
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+
+    crop = build_augmentations("crop:fraction=0.7", get_catalog(), seed=0)
+    out = fused(crop, images, seed, pre)[..., 0] * 255
+    offsets = tf.random.stateless_uniform([6, 2], layer_seed, 0.0, 0.3)
+    boxes = tf.concat([offsets, offsets + 0.7], axis=1)
+    expected = tf.image.crop_and_resize(tf.cast(images, tf.float32), boxes, tf.range(6), [SIZE, SIZE])
+    diff = np.abs(out - expected.numpy()[..., 0])
+    assert diff.mean() < 1.0 and diff.max() <= 3.0
+
+
+def test_composition_order(images):
+    """crop then flip is not flip then crop: the fused product must keep the list's order."""
+    import tensorflow as tf
+
+    pre = Preprocessing.from_preset("unit", SIZE, 1)
+    seed = tf.constant([9, 10], tf.int64)
+    layers = build_augmentations("crop:fraction=0.6,flip", get_catalog(), seed=0)
+    levels = np.abs(fused(layers, images, seed, pre) - layer_by_layer(layers, images, seed, pre)) * 255
+    assert levels.mean() < 1.0 and levels.max() <= 3.0
+    swapped = [layers[1], layers[0]]  # same layers, other order: clearly different images
+    other = np.abs(fused(swapped, images, seed, pre) - layer_by_layer(layers, images, seed, pre)) * 255
+    assert other.mean() > 5.0
+
+
+def test_what_is_fused():
+    from pneumokit_example.layers import ClippedGaussianNoise
+
+    from pneumokit.augmentations.layers import RandomBrightness
+
+    class Darker(RandomBrightness):
+        def augment(self, images, seed):
+            return images * 0.5
+
+    def layers(spec):
+        return build_augmentations(spec, get_catalog(), seed=0)
+
+    assert FusedAugmentation.supports(layers("crop,rotate,brightness,contrast"))
+    assert FusedAugmentation.supports([])
+    assert not FusedAugmentation.supports(layers("brightness,crop"))  # pointwise before geometric
+    assert not FusedAugmentation.supports([*layers("flip"), ClippedGaussianNoise(4.0, seed=0)])
+    assert not FusedAugmentation.supports([Darker()])  # its own augment would be ignored
+    with pytest.raises(TypeError, match="PointwiseAugmentation"):
+        FusedAugmentation([ClippedGaussianNoise(4.0)], Preprocessing.from_preset("unit", SIZE, 1))
+
+
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory):
+    return scan(make_dataset(tmp_path_factory.mktemp("fx"), per_class=6, size=40)).index
+
+
+def test_pipeline_takes_the_fused_path_and_agrees_with_the_other(small_index, monkeypatch):
+    pre = Preprocessing.from_preset("unit", 32, 1)
+    calls = []
+    real_apply = FusedAugmentation.apply
+    monkeypatch.setattr(FusedAugmentation, "apply", lambda self, *a: calls.append(1) or real_apply(self, *a))
+
+    def run(spec):
+        augs = build_augmentations(spec, get_catalog(), seed=4)
+        ds = make_pipeline(small_index.path, small_index.label, pre, batch_size=5, training=True,
+                           augmentations=augs, seed=4)
+        return np.concatenate([x.numpy() for x, _ in ds])
+
+    fast = run("crop,brightness,contrast")
+    assert len(calls) == 3  # 12 images in batches of 5
+    run("brightness,crop")
+    assert len(calls) == 3  # not fusable: layer by layer
+    monkeypatch.setattr(FusedAugmentation, "supports", staticmethod(lambda layers: False))
+    slow = run("crop,brightness,contrast")
+    levels = np.abs(fast - slow) * 255
+    assert levels.mean() < 1.0 and levels.max() <= 4.0
+
+
+def test_images_of_the_wrong_shape_are_refused(small_index):
+    pre = Preprocessing.from_preset("unit", 32, 1)
+    with pytest.raises(ValueError, match=r"expected uint8 \(12, 32, 32, 1\)"):
+        make_pipeline(small_index.path, small_index.label, pre, batch_size=4,
+                      images=np.zeros((12, 40, 40, 1), np.uint8))
