@@ -157,9 +157,10 @@ def make_dataset(
                          f"preprocessing, got {cached.dtype} {tuple(cached.shape)}")
     layers = list(augmentations) if training else []
     augment = bool(layers)
+    seedable = [_takes_seed(layer) for layer in layers]
     # Without augmentation, TensorFlow's cast and normalise are faster than a
     # lookup table (measured at 224 px), so only augmented batches go through OpenCV.
-    fused, seedable = None, []
+    fused = None
     if augment and FusedAugmentation.supports(layers):
         fused = FusedAugmentation(layers, preprocessing)
 
@@ -172,8 +173,6 @@ def make_dataset(
                                   [idx, maps, params], tf.float32, stateful=False)
             return tf.ensure_shape(x, (None, height, width, preprocessing.channels))
     else:
-        seedable = [_takes_seed(layer) for layer in layers]
-
         def to_input(idx, batch_seed):
             x = tf.numpy_function(lambda i: np.ascontiguousarray(cached[i]), [idx], tf.uint8,
                                   stateful=False)
@@ -186,9 +185,7 @@ def make_dataset(
     # Seedable layers get a per-batch seed from a seeded stream, so batches can
     # be augmented in parallel and still repeat exactly. Layers that keep their
     # own RNG state must see the batches one at a time for that.
-    parallel = autotune
-    if fused is None and seed is not None and not all(seedable):
-        parallel = None
+    parallel = None if (seed is not None and not all(seedable)) else autotune
     ds = tf.data.Dataset.range(len(paths))
     if training:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
