@@ -28,7 +28,20 @@ JPEG_DRAFT = True  # let libjpeg decode grayscale at a reduced DCT scale (>= tar
 # X-ray plausibly shows; no left-right flip, since anatomy is not symmetric.
 DEFAULT_AUGMENT = "crop,rotate,brightness,contrast"
 DEFAULT_EPOCHS = 20
-DEFAULT_LEARNING_RATE = 1e-3
+DEFAULT_LEARNING_RATE = 1e-3  # the peak of the schedule
+# Learning-rate schedule: "cosine" warms up linearly for WARMUP_EPOCHS, then decays
+# to zero by the last epoch; "constant" keeps the rate (the original project's).
+LR_SCHEDULES = ("cosine", "constant")
+DEFAULT_LR_SCHEDULE = "cosine"
+WARMUP_EPOCHS = 1
+# After fitting, re-estimate batch-norm statistics over the (unaugmented) training
+# images so inference-mode statistics match the final weights.
+DEFAULT_BN_REFRESH = True
+# How the stored decision threshold is chosen from calibrated probabilities:
+# "calibrated" keeps 0.5 (the calibrated, class-balanced decision), "youden" maximises
+# Youden's J on held-out predictions; --target-sensitivity overrides both.
+THRESHOLD_RULES = ("calibrated", "youden")
+DEFAULT_THRESHOLD_RULE = "calibrated"
 DEFAULT_PATIENCE = 5
 DEFAULT_VAL_FRACTION = 0.15
 DEFAULT_MODEL_NAME = None  # None: the architecture's name
@@ -44,6 +57,10 @@ class TrainConfig:
     image_size: int | None = None  # None: the architecture's default
     augment: str = DEFAULT_AUGMENT
     learning_rate: float = DEFAULT_LEARNING_RATE
+    lr_schedule: str = DEFAULT_LR_SCHEDULE
+    bn_refresh: bool = DEFAULT_BN_REFRESH
+    threshold_rule: str = DEFAULT_THRESHOLD_RULE
+    target_sensitivity: float | None = None  # None: threshold by ``threshold_rule``
     patience: int = DEFAULT_PATIENCE
     val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = DEFAULT_SEED
@@ -63,6 +80,6 @@ class CVConfig(TrainConfig):
 
     folds: int = DEFAULT_FOLDS
     grouping: str = "patient"  # "image" lets a patient's images leak across folds
-    target_sensitivity: float | None = None  # None: threshold by Youden's J
+    ensemble: bool = False  # register the mean of the fold models instead of a final fit
     precision: str = "auto"  # auto | float32 | mixed
     xla: str = "auto"  # auto | on | off

@@ -9,16 +9,67 @@ import numpy as np
 import pandas as pd
 
 from .catalog import Architecture
-from .config import TrainConfig
+from .config import LR_SCHEDULES, WARMUP_EPOCHS, TrainConfig
 from .data import class_weights
-from .pipeline import build_augmentations, make_dataset
+from .pipeline import build_augmentations, load_images, make_dataset
 from .preprocessing import Preprocessing
 
 
-def compile_model(model, learning_rate: float, jit_compile: bool = False):
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int):
+    """The optimizer's learning rate: a float (``constant``) or a Keras schedule (``cosine``).
+
+    ``cosine`` rises linearly from 0 to ``config.learning_rate`` over the first
+    ``WARMUP_EPOCHS`` epochs (fewer when there are few), then follows a cosine
+    down to 0 at the end of ``epochs``.
+    """
+    import keras
+
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(steps_per_epoch * WARMUP_EPOCHS, total // 4)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, total - warmup), warmup_target=config.learning_rate,
+        warmup_steps=warmup)
+
+
+def refresh_batch_norm(model, images: np.ndarray, preprocessing: Preprocessing,
+                       batch_size: int) -> int:
+    """Re-estimate every trainable batch-norm layer's moving statistics on ``images``.
+
+    The moving averages collected during training lag behind the weights (and
+    saw augmented images); here they become the plain average of the batch
+    statistics over the given uint8 (N, H, W, 1) images, as inference sees
+    them, with the weights fixed. Frozen layers (``trainable=False``, e.g. a
+    frozen backbone) are left alone. Returns the number of layers refreshed.
+    """
+    import keras
+    import tensorflow as tf
+
+    layers = [la for la in model._flatten_layers()
+              if isinstance(la, keras.layers.BatchNormalization) and la.trainable]
+    if not layers or not len(images):
+        return 0
+    saved = [la.momentum for la in layers]
+    try:
+        for step, start in enumerate(range(0, len(images), batch_size)):
+            for la in layers:
+                la.momentum = step / (step + 1)  # running mean of the batch statistics
+            x = preprocessing.normalize(images[start:start + batch_size].astype(np.float32))
+            model(tf.constant(x), training=True)
+    finally:
+        for la, m in zip(layers, saved, strict=True):
+            la.momentum = m
+    return len(layers)
+
+
+def compile_model(model, learning_rate, jit_compile: bool = False):
     """Compile with Adam + binary cross-entropy and the metrics early stopping reads.
 
-    A model that is already compiled keeps its optimizer and loss.
+    ``learning_rate`` is a float or a Keras schedule. A model that is already
+    compiled keeps its optimizer and loss.
     """
     import keras
 
@@ -67,6 +118,9 @@ def fit(
 
     With validation images: early stopping on validation AUC (patience from
     the config), best weights restored. Without: exactly ``epochs`` epochs.
+    The learning rate follows ``config.lr_schedule`` over the maximum epochs;
+    with ``config.bn_refresh`` the batch-norm statistics are re-estimated on
+    the unaugmented training images at the end (``refresh_batch_norm``).
 
     Parameters
     ----------
@@ -84,14 +138,17 @@ def fit(
     keras.utils.set_random_seed(config.seed)
     pre = preprocessing or Preprocessing.for_architecture(arch, config.image_size)
     augs = build_augmentations(config.augment, catalog, seed=config.seed)
+    train_images = load_images([str(p) for p in train_paths], pre, cache)
     train_ds = make_dataset(train_paths, train_labels, pre, batch_size=config.batch_size,
-                            training=True, augmentations=augs, seed=config.seed, cache=cache)
+                            training=True, augmentations=augs, seed=config.seed, images=train_images)
+    epochs = epochs or config.epochs
+    rate = learning_rate_schedule(config, -(-len(train_paths) // config.batch_size), epochs)
     with (strategy or tf.distribute.get_strategy()).scope():
         if build_model is not None:
             model = build_model()
         else:
             model = arch.build((pre.height, pre.width, pre.channels), **config.options)
-        compile_model(model, config.learning_rate, jit_compile)
+        compile_model(model, rate, jit_compile)
     cbs = list(callbacks)
     val_ds = None
     if val_paths is not None and len(val_paths):
@@ -99,12 +156,15 @@ def fit(
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_auc", mode="max",
                                                  patience=config.patience,
                                                  restore_best_weights=True))
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs or config.epochs,
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                         class_weight=class_weights(train_labels), callbacks=cbs, verbose=0,
                         shuffle=False)  # the pipeline shuffles
     hist = pd.DataFrame(history.history)
     hist.insert(0, "epoch", np.arange(1, len(hist) + 1))
     best_epoch = int(hist["val_auc"].idxmax() + 1) if "val_auc" in hist else len(hist)
+    if config.bn_refresh:
+        with (strategy or tf.distribute.get_strategy()).scope():
+            refresh_batch_norm(model, train_images, pre, config.batch_size)
     val_prob = None
     if val_ds is not None:
         val_prob = predict(model, val_ds)

@@ -5,7 +5,9 @@ the built-ins) is applied as
 
 1. one bilinear resampling per image (``cv2.warpAffine``) through the product
    of the geometric layers' matrices, in list order; then
-2. one 256-entry lookup table per image (``cv2.LUT``) holding the pointwise
+2. the ``ImageAugmentation`` layers (blur, sharpen, noise, jpeg), in list
+   order, each on the uint8 image (``apply_image``); then
+3. one 256-entry lookup table per image (``cv2.LUT``) holding the pointwise
    layers in list order, the clipping, the cast to float32 and the
    architecture's normalisation (``Preprocessing.normalize``), and the
    repetition of the gray channel into the model's channels.
@@ -16,9 +18,9 @@ by layer path, so a seed means the same augmentation on both paths. The
 pixels differ a little: geometric layers resample once instead of once each
 (less blur, and reflected borders come from the original image), OpenCV
 interpolates in fixed point (1/32 pixel) and the warped pixels are rounded to
-uint8 before the table, as a decoded image is. Lists that put a pointwise
-layer before a geometric one, or hold any other layer, are not fused
-(``supports``).
+uint8 before the table, as a decoded image is. Lists must keep the order
+geometric, image, pointwise; any other order, or any other layer, is not
+fused (``supports``).
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ class FusedAugmentation:
 
     def __init__(self, layers: Sequence, preprocessing: Preprocessing):
         if not self.supports(layers):
-            raise TypeError("FusedAugmentation takes GeometricAugmentation and then "
-                            "PointwiseAugmentation layers that keep the base classes' call and augment")
-        from .augmentations.layers import GeometricAugmentation, PointwiseAugmentation
+            raise TypeError("FusedAugmentation takes GeometricAugmentation, then ImageAugmentation, "
+                            "then PointwiseAugmentation layers that keep the base classes' call and augment")
+        from .augmentations.layers import GeometricAugmentation, ImageAugmentation, PointwiseAugmentation
 
         self.layers = list(layers)
         self._is_pointwise = [isinstance(la, PointwiseAugmentation) for la in self.layers]
+        self._is_image = [isinstance(la, ImageAugmentation) for la in self.layers]
         self.pointwise = [la for la, p in zip(self.layers, self._is_pointwise, strict=True) if p]
+        self.image_ops = [la for la, p in zip(self.layers, self._is_image, strict=True) if p]
         self.warps = any(isinstance(la, GeometricAugmentation) for la in self.layers)
         self.uses_mean = any(la.uses_mean for la in self.pointwise)
         self.pre = preprocessing
@@ -61,47 +65,57 @@ class FusedAugmentation:
 
         Every layer must be a built-in kind that keeps the base class's
         ``call`` and ``augment`` (a subclass that overrides them does its own
-        thing), and the pointwise layers must come after all geometric ones:
-        fusing applies them in that order, and e.g. ``contrast,crop`` takes
-        contrast's mean over the whole image, ``crop,contrast`` over the crop.
+        thing), and the kinds must come in the order geometric, image,
+        pointwise: fusing applies them in that order, and e.g. ``contrast,crop``
+        takes contrast's mean over the whole image, ``crop,contrast`` over the crop.
         """
-        from .augmentations.layers import GeometricAugmentation, PointwiseAugmentation, SeededAugmentation
+        from .augmentations.layers import (
+            GeometricAugmentation,
+            ImageAugmentation,
+            PointwiseAugmentation,
+            SeededAugmentation,
+        )
 
-        seen_pointwise = False
+        kinds = (GeometricAugmentation, ImageAugmentation, PointwiseAugmentation)
+        rank = 0
         for layer in layers:
-            kind = next((k for k in (GeometricAugmentation, PointwiseAugmentation) if isinstance(layer, k)),
-                        None)
+            kind = next((k for k in kinds if isinstance(layer, k)), None)
             if (kind is None or type(layer).augment is not kind.augment
                     or type(layer).call is not SeededAugmentation.call):
                 return False
-            if kind is GeometricAugmentation and seen_pointwise:
+            if kinds.index(kind) < rank:
                 return False
-            seen_pointwise = seen_pointwise or kind is PointwiseAugmentation
+            rank = kinds.index(kind)
         return True
 
     def draw(self, batch, height, width, batch_seed):
-        """One batch's random draws as tensors: maps (B, 2, 3) and pointwise parameters (B, P)."""
+        """One batch's random draws as tensors: maps (B, 2, 3), pointwise parameters (B, P)
+        and the image layers' parameters side by side (B, Q)."""
         import tensorflow as tf
 
         maps = tf.eye(3, batch_shape=tf.reshape(batch, [1]))
-        params = []
+        params, image_params = [], [tf.zeros(tf.stack([batch, 0]))]
         if self.layers:
             seeds = layer_seeds(batch_seed, len(self.layers))
             for k, layer in enumerate(self.layers):
                 if self._is_pointwise[k]:
                     params.append(layer.sample(batch, seeds[k]))
+                elif self._is_image[k]:
+                    image_params.append(layer.sample(batch, seeds[k]))
                 else:
                     maps = tf.matmul(maps, layer.inverse_maps(batch, height, width, seeds[k]))
         params = tf.stack(params, axis=1) if params else tf.zeros(tf.stack([batch, 0]))
+        image_params = tf.concat(image_params, axis=1)
         with tf.control_dependencies([tf.debugging.assert_equal(
                 maps[:, 2, :], tf.constant([0.0, 0.0, 1.0]),
                 message="geometric augmentations must be affine (bottom row 0, 0, 1)")]):
-            return tf.identity(maps[:, :2, :]), params
+            return tf.identity(maps[:, :2, :]), params, image_params
 
-    def apply(self, images: np.ndarray, index, maps: np.ndarray, params: np.ndarray) -> np.ndarray:
+    def apply(self, images: np.ndarray, index, maps: np.ndarray, params: np.ndarray,
+              image_params: np.ndarray | None = None) -> np.ndarray:
         """float32 (B, H, W, C) model input from ``images[index]`` (uint8, (N, H, W, 1)).
 
-        ``maps`` and ``params`` are one batch's draws (``draw``).
+        ``maps``, ``params`` and ``image_params`` are one batch's draws (``draw``).
         """
         import cv2
 
@@ -113,7 +127,13 @@ class FusedAugmentation:
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                borderMode=cv2.BORDER_REFLECT)
         else:
-            pixels = images[index, :, :, 0]
+            pixels = images[index, :, :, 0]  # fancy indexing: a copy
+        column = 0
+        for layer in self.image_ops:
+            cols = slice(column, column + layer.n_params)
+            for k in range(batch):
+                pixels[k] = layer.apply_image(pixels[k], image_params[k, cols])
+            column += layer.n_params
         if self.pointwise:
             tables = self._tables(pixels, params)
         else:

@@ -54,6 +54,24 @@ def threshold_for_sensitivity(y_true, prob, sensitivity: float) -> float:
     return float(min(max(thresholds[ok[0]], 0.0), 1.0))
 
 
+def choose_threshold(labels, prob, rule: str, target_sensitivity: float | None = None
+                     ) -> tuple[float, str]:
+    """The decision threshold for (calibrated) probabilities, and the rule in words.
+
+    ``target_sensitivity`` wins when given; else ``rule`` is ``"calibrated"``
+    (0.5: the calibrated decision; the model's class weights make it the
+    class-balanced one) or ``"youden"`` (maximise Youden's J on these predictions).
+    """
+    if target_sensitivity is not None:
+        return (threshold_for_sensitivity(labels, prob, target_sensitivity),
+                f"highest threshold with sensitivity >= {target_sensitivity}")
+    if rule == "calibrated":
+        return 0.5, "0.5 on calibrated probabilities"
+    if rule == "youden":
+        return youden_threshold(labels, prob), "Youden's J"
+    raise ValueError(f"threshold rule {rule!r}: choose calibrated or youden")
+
+
 def summarize(per_fold: Sequence[dict], metrics: Sequence[str] = METRICS) -> dict:
     """``{metric: {"mean": m, "std": s}}`` over folds (sample std, ddof=1, as pandas)."""
     out = {}

@@ -168,9 +168,9 @@ def make_dataset(
         # Fast path: the built-ins' random draws in the graph, the pixels in one
         # OpenCV pass per image (see fused.py).
         def to_input(idx, batch_seed):
-            maps, params = fused.draw(tf.size(idx), height, width, batch_seed)
-            x = tf.numpy_function(lambda i, m, p: fused.apply(cached, i, m, p),
-                                  [idx, maps, params], tf.float32, stateful=False)
+            maps, params, image_params = fused.draw(tf.size(idx), height, width, batch_seed)
+            x = tf.numpy_function(lambda i, m, p, q: fused.apply(cached, i, m, p, q),
+                                  [idx, maps, params, image_params], tf.float32, stateful=False)
             return tf.ensure_shape(x, (None, height, width, preprocessing.channels))
     else:
         def to_input(idx, batch_seed):

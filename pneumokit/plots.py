@@ -101,3 +101,31 @@ def cv_summary(folds, summary: dict, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def reliability_diagram(y_true, prob_before, prob_after, path: Path, title: str = "") -> Path:
+    """Observed positive rate against mean predicted probability per bin, before and after
+    calibration, with the diagonal of perfect calibration and each bin's count below."""
+    from .calibration import expected_calibration_error, reliability
+
+    plt = _plt()
+    fig, (ax, bars) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
+    for label, prob, marker in (("uncalibrated", prob_before, "o"), ("calibrated", prob_after, "s")):
+        bins = reliability(y_true, prob)
+        ece = expected_calibration_error(y_true, prob)
+        ax.plot([b["mean_probability"] for b in bins], [b["positive_rate"] for b in bins],
+                marker=marker, label=f"{label} (ECE {ece:.3f})")
+    edges = np.linspace(0, 1, 11)
+    bars.hist(np.asarray(prob_after, dtype=np.float64).ravel(), bins=edges, color="lightsteelblue")
+    bars.set_yscale("log")
+    bars.set_ylabel("images")
+    bars.set_xlabel("predicted probability of PNEUMONIA (calibrated)")
+    ax.set_ylabel("observed PNEUMONIA rate")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

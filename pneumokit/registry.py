@@ -337,6 +337,8 @@ class Registry:
         """The Keras model of a version, after checking its sha256."""
         import keras
 
+        from . import ensemble  # noqa: F401 - registers the calibrated head with Keras's loader
+
         mv = self.get(ref)
         return keras.saving.load_model(mv.verify(MODEL_FILE), compile=compile)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from .config import CLASS_NAMES, CV_SPLITS, TrainConfig
 from .data import Problem, scan
 from .fitting import fit
-from .metrics import binary_metrics, youden_threshold
+from .calibration import apply_temperature, calibration_report, fit_temperature
+from .metrics import binary_metrics, choose_threshold
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
 from .provenance import TRAINING_IMAGES, model_metadata, training_images, unparsed_warning
@@ -25,12 +26,15 @@ class TrainResult:
     metrics: dict  # validation metrics at the chosen threshold, and at 0.5
     threshold: float
     best_epoch: int
+    threshold_rule: str = ""
+    calibration: dict = field(default_factory=dict)
     skipped: list[Problem] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"name": self.version.name, "version": self.version.version,
                 "ref": self.version.ref, "path": str(self.version.path),
-                "threshold": self.threshold, "best_epoch": self.best_epoch,
+                "threshold": self.threshold, "threshold_rule": self.threshold_rule,
+                "calibration": self.calibration, "best_epoch": self.best_epoch,
                 "metrics": self.metrics, "skipped": [p.to_dict() for p in self.skipped]}
 
 
@@ -46,8 +50,10 @@ def train(
     """Train ``config.architecture`` on the train (+ val) split and register it.
 
     A stratified, patient-grouped ``config.val_fraction`` of the images is held
-    out for early stopping (validation AUC, best weights restored) and to
-    choose the decision threshold (Youden's J). Class weights balance the classes.
+    out for early stopping (validation AUC, best weights restored), to fit the
+    temperature that calibrates the probabilities (applied inside the
+    registered model) and, by ``config.threshold_rule``, the decision threshold.
+    Class weights balance the classes.
 
     Parameters
     ----------
@@ -78,16 +84,19 @@ def train(
                  va["path"].tolist(), va["label"].to_numpy(),
                  callbacks=[EpochBar(config.epochs, f"train {arch.name}", enabled=progress)])
     y_val = va["label"].to_numpy()
-    threshold = youden_threshold(y_val, fitted.val_prob)
-    # The threshold is tuned on the same validation images it is scored on: optimistic.
+    temperature = fit_temperature(y_val, fitted.val_prob)
+    prob = apply_temperature(fitted.val_prob, temperature)
+    threshold, rule = choose_threshold(y_val, prob, config.threshold_rule, config.target_sensitivity)
+    calibration = calibration_report(y_val, fitted.val_prob, temperature)
+    # Temperature and threshold come from the images they are scored on: optimistic.
     metrics = {
-        "validation": binary_metrics(y_val, fitted.val_prob, threshold),
-        "validation_at_0.5": binary_metrics(y_val, fitted.val_prob, 0.5),
+        "validation": binary_metrics(y_val, prob, threshold),
+        "validation_at_0.5": binary_metrics(y_val, prob, 0.5),
     }
     pre = Preprocessing.for_architecture(arch, config.image_size)
     meta = model_metadata(
         arch, config, pre, index, root=result.root, threshold=threshold, metrics=metrics,
-        kind="train", best_epoch=fitted.best_epoch,
+        kind="train", best_epoch=fitted.best_epoch, threshold_rule=rule, calibration=calibration,
         split={"train_images": len(tr), "validation_images": len(va),
                "validation_patients": int(va["patient"].nunique()), "grouping": "patient"},
         skipped=[p.to_dict() for p in skipped],
@@ -95,14 +104,19 @@ def train(
     with tempfile.TemporaryDirectory() as tmp:
         history_csv = Path(tmp) / "history.csv"
         fitted.history.to_csv(history_csv, index=False)
-        from .plots import confusion, training_curves
+        from .ensemble import calibrated
+        from .plots import confusion, reliability_diagram, training_curves
 
         curves = training_curves([fitted.history], Path(tmp) / "training_curves.png", [arch.name])
         cm = confusion(metrics["validation"]["confusion_matrix"], Path(tmp) / "confusion.png",
                        CLASS_NAMES, f"validation, threshold {threshold:.3f}")
-        version = registry.save(name, fitted.model, meta, artifacts={
+        reliability = reliability_diagram(y_val, fitted.val_prob, prob, Path(tmp) / "reliability.png",
+                                          f"validation split, temperature {temperature:.3f}")
+        version = registry.save(name, calibrated(fitted.model, temperature), meta, artifacts={
             "history.csv": history_csv, "plots/training_curves.png": curves,
-            "plots/confusion.png": cm, TRAINING_IMAGES: training_images(index),
+            "plots/confusion.png": cm, "plots/reliability.png": reliability,
+            TRAINING_IMAGES: training_images(index),
         })
     return TrainResult(version=version, metrics=metrics, threshold=threshold,
-                       best_epoch=fitted.best_epoch, skipped=skipped)
+                       best_epoch=fitted.best_epoch, threshold_rule=rule, calibration=calibration,
+                       skipped=skipped)

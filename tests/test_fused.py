@@ -34,8 +34,8 @@ def fused(layers, images, seed, pre):
     import tensorflow as tf
 
     aug = FusedAugmentation(layers, pre)
-    maps, params = aug.draw(tf.constant(len(images)), SIZE, SIZE, seed)
-    return aug.apply(images, np.arange(len(images)), maps.numpy(), params.numpy())
+    maps, params, image_params = aug.draw(tf.constant(len(images)), SIZE, SIZE, seed)
+    return aug.apply(images, np.arange(len(images)), maps.numpy(), params.numpy(), image_params.numpy())
 
 
 @pytest.mark.parametrize("spec, mean_tol, max_tol", [
@@ -46,6 +46,13 @@ def fused(layers, images, seed, pre):
     ("crop:fraction=0.8", 1.0, 3.0),              # one bilinear pass each; OpenCV rounds to uint8
     ("rotate:degrees=10", 1.0, 3.0),
     ("zoom:factor=0.2", 1.0, 3.0),
+    ("crop:scale=0.35-1", 1.0, 3.0),
+    ("gamma:factor=0.5", 0, 1e-4),
+    ("blur:sigma=2", 0, 0),                        # exact: the same OpenCV call on the same uint8 image
+    ("sharpen:amount=2", 0, 0),
+    ("noise:std=0.1", 0, 0),
+    ("jpeg:quality=10-40", 0, 0),
+    ("blur,noise,gamma", 0, 1e-4),
 ])
 @pytest.mark.parametrize("channels, preset", [(1, "unit"), (3, "caffe")])
 def test_fused_matches_layers(images, spec, mean_tol, max_tol, channels, preset):
@@ -82,9 +89,9 @@ def test_draw_is_the_layers_draw():
     seed = tf.constant([3, 4], tf.int64)
     one = FusedAugmentation(build_augmentations("rotate", get_catalog(), seed=0), pre)
     two = FusedAugmentation(build_augmentations("rotate,rotate", get_catalog(), seed=0), pre)
-    maps1, _ = one.draw(tf.constant(4), SIZE, SIZE, seed)
-    maps1b, _ = one.draw(tf.constant(4), SIZE, SIZE, seed)
-    maps2, _ = two.draw(tf.constant(4), SIZE, SIZE, seed)
+    maps1, *_ = one.draw(tf.constant(4), SIZE, SIZE, seed)
+    maps1b, *_ = one.draw(tf.constant(4), SIZE, SIZE, seed)
+    maps2, *_ = two.draw(tf.constant(4), SIZE, SIZE, seed)
     np.testing.assert_array_equal(maps1.numpy(), maps1b.numpy())
     assert not np.allclose(maps1.numpy(), maps2.numpy())
 

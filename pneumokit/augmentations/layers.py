@@ -13,7 +13,11 @@ so the pipeline can fuse a list of them (``pneumokit.fused``):
 - ``GeometricAugmentation`` (flip, crop, rotate, zoom) moves pixels. Per image
   it is a 3×3 matrix mapping output pixel coordinates to input coordinates;
   a chain of them is one matrix product and one resampling pass.
-- ``PointwiseAugmentation`` (brightness, contrast) changes values only. Per
+- ``ImageAugmentation`` (blur, sharpen, noise, jpeg) works on whole 8-bit
+  gray images with OpenCV: per image, a few parameters and a function of the
+  uint8 image. Both paths run the same NumPy/OpenCV code (in TensorFlow
+  through ``tf.numpy_function``), on values rounded to uint8.
+- ``PointwiseAugmentation`` (brightness, contrast, gamma) changes values only. Per
   image it is one parameter and a formula over values (and, for contrast, the
   image's mean), so a chain of them is one 256-entry lookup table.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 LOW, HIGH = 0.0, 255.0
@@ -191,26 +196,62 @@ class RandomContrast(PointwiseAugmentation):
         return {**super().get_config(), "factor": self.factor}
 
 
+def parse_range(value, name: str, low: float, high: float) -> tuple[float, float]:
+    """``"0.35-1"``, ``(0.35, 1)`` or a single number as a (min, max) pair within [low, high]."""
+    if isinstance(value, str):
+        first, sep, second = value.partition("-")
+        try:
+            pair = (float(first), float(second if sep else first))
+        except ValueError:
+            raise ValueError(f"{name} {value!r}: expected MIN-MAX, e.g. {low:g}-{high:g}") from None
+    elif isinstance(value, (int, float)):
+        pair = (float(value), float(value))
+    else:
+        pair = tuple(float(v) for v in value)
+    if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
+        raise ValueError(f"{name} {value!r}: expected MIN-MAX with {low:g} <= MIN <= MAX <= {high:g}")
+    return pair
+
+
 @keras.saving.register_keras_serializable(package="pneumokit")
 class RandomCropResize(GeometricAugmentation):
-    """Crop a window of ``fraction`` of each side at a random place, resize it back."""
+    """Crop a random window and resize it back to the full image.
 
-    def __init__(self, fraction: float = 0.9, **kwargs):
+    Two forms. ``fraction``: a window of that fraction of each side. ``scale``
+    (RandomResizedCrop): a window covering a random fraction of the area in
+    ``scale`` with a width:height ratio drawn log-uniformly from ``ratio``
+    (relative to the image's own aspect; sides longer than the image are cut
+    to the image). ``scale`` wins when given.
+    """
+
+    def __init__(self, fraction: float = 0.9, scale=None, ratio=(0.75, 4 / 3), **kwargs):
         super().__init__(**kwargs)
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"crop fraction must be in (0, 1], got {fraction!r}")
         self.fraction = float(fraction)
+        self.scale = None if scale in (None, "", "none") else parse_range(scale, "crop scale", 1e-3, 1.0)
+        self.ratio = parse_range(ratio, "crop ratio", 0.1, 10.0)
 
     def inverse_maps(self, batch, height, width, seed):
-        offsets = tf.random.stateless_uniform(tf.stack([batch, 2]), seed, 0.0, 1.0 - self.fraction)
-        f = tf.fill([batch], self.fraction)
-        zeros = tf.zeros_like(f)
+        if self.scale is None:  # the fixed form draws as it always has (same seed, same crop)
+            fx = fy = tf.fill(tf.reshape(batch, [1]), self.fraction)
+            offsets = tf.random.stateless_uniform(tf.stack([batch, 2]), seed, 0.0, 1.0 - self.fraction)
+        else:
+            seeds = tf.random.experimental.stateless_split(seed, 3)
+            area = self.per_image(batch, seeds[0], *self.scale)
+            ratio = tf.exp(self.per_image(batch, seeds[1], math.log(self.ratio[0]),
+                                          math.log(self.ratio[1])))
+            fx, fy = tf.minimum(tf.sqrt(area * ratio), 1.0), tf.minimum(tf.sqrt(area / ratio), 1.0)
+            offsets = tf.random.stateless_uniform(tf.stack([batch, 2]), seeds[2], 0.0, 1.0)
+            offsets = offsets * tf.stack([1.0 - fy, 1.0 - fx], axis=1)
+        zeros = tf.zeros_like(fx)
         # the window starts at offset * (size - 1) and spans fraction * (size - 1) pixels
-        return _affine(f, zeros, offsets[:, 1] * tf.cast(width - 1, tf.float32),
-                       zeros, f, offsets[:, 0] * tf.cast(height - 1, tf.float32))
+        return _affine(fx, zeros, offsets[:, 1] * tf.cast(width - 1, tf.float32),
+                       zeros, fy, offsets[:, 0] * tf.cast(height - 1, tf.float32))
 
     def get_config(self):
-        return {**super().get_config(), "fraction": self.fraction}
+        return {**super().get_config(), "fraction": self.fraction,
+                "scale": None if self.scale is None else list(self.scale), "ratio": list(self.ratio)}
 
 
 class _CentredAffine(GeometricAugmentation):
@@ -258,3 +299,157 @@ class RandomZoom(_CentredAffine):
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="pneumokit")
+class RandomGamma(PointwiseAugmentation):
+    """``v -> 255 (v / 255) ** g`` with g drawn log-uniformly from [1 / (1 + factor), 1 + factor]."""
+
+    def __init__(self, factor: float = 0.3, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= factor:
+            raise ValueError(f"gamma factor must be >= 0, got {factor!r}")
+        self.factor = float(factor)
+
+    def sample(self, batch, seed):
+        r = math.log1p(self.factor)
+        return tf.exp(self.per_image(batch, seed, -r, r))
+
+    def apply(self, values, param, mean, xp):
+        unit = xp.maximum(values / HIGH, 1e-6)
+        return _clip(HIGH * xp.exp(param * xp.log(unit)), xp)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+class ImageAugmentation(SeededAugmentation):
+    """Works on whole 8-bit gray images: ``apply_image(uint8 (H, W), params) -> uint8 (H, W)``.
+
+    ``sample`` draws ``n_params`` float32 parameters per image with stateless
+    TensorFlow ops; ``apply_image`` is NumPy/OpenCV code, shared by the fused
+    path and this layer (which rounds its float input to uint8 first).
+    """
+
+    n_params = 1
+
+    def sample(self, batch, seed):
+        """float32 (batch, n_params)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def apply_image(self, image: np.ndarray, params: np.ndarray) -> np.ndarray:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def augment(self, images, seed):
+        params = self.sample(tf.shape(images)[0], seed)
+        out = tf.numpy_function(self._apply_batch, [images, params], tf.float32, stateful=False)
+        return tf.ensure_shape(out, images.shape)
+
+    def _apply_batch(self, images, params):
+        pixels = np.clip(np.rint(images), LOW, HIGH).astype(np.uint8)
+        out = np.empty(pixels.shape, dtype=np.float32)
+        for b in range(pixels.shape[0]):
+            for c in range(pixels.shape[-1]):
+                out[b, ..., c] = self.apply_image(np.ascontiguousarray(pixels[b, ..., c]), params[b])
+        return out
+
+
+@keras.saving.register_keras_serializable(package="pneumokit")
+class RandomBlur(ImageAugmentation):
+    """Gaussian blur with a standard deviation drawn from [0, ``sigma``] pixels."""
+
+    def __init__(self, sigma: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= sigma <= 10.0:
+            raise ValueError(f"blur sigma must be in [0, 10] pixels, got {sigma!r}")
+        self.sigma = float(sigma)
+
+    def sample(self, batch, seed):
+        return self.per_image(batch, seed, 0.0, self.sigma)[:, None]
+
+    def apply_image(self, image, params):
+        import cv2
+
+        sigma = float(params[0])
+        if sigma < 0.05:
+            return image
+        return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+    def get_config(self):
+        return {**super().get_config(), "sigma": self.sigma}
+
+
+@keras.saving.register_keras_serializable(package="pneumokit")
+class RandomSharpen(ImageAugmentation):
+    """Unsharp mask ``(1 + a) x - a blur(x)`` (blur sigma 1 pixel), a drawn from [0, ``amount``]."""
+
+    def __init__(self, amount: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= amount <= 10.0:
+            raise ValueError(f"sharpen amount must be in [0, 10], got {amount!r}")
+        self.amount = float(amount)
+
+    def sample(self, batch, seed):
+        return self.per_image(batch, seed, 0.0, self.amount)[:, None]
+
+    def apply_image(self, image, params):
+        import cv2
+
+        a = float(params[0])
+        blurred = cv2.GaussianBlur(image, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
+        return cv2.addWeighted(image, 1.0 + a, blurred, -a, 0.0)  # rounds and saturates to uint8
+
+    def get_config(self):
+        return {**super().get_config(), "amount": self.amount}
+
+
+@keras.saving.register_keras_serializable(package="pneumokit")
+class RandomNoise(ImageAugmentation):
+    """Add Gaussian noise whose standard deviation is drawn from [0, ``std``] of the range."""
+
+    n_params = 2  # the standard deviation and a seed for the noise
+
+    def __init__(self, std: float = 0.03, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= std <= 1.0:
+            raise ValueError(f"noise std must be in [0, 1] (a fraction of the range), got {std!r}")
+        self.std = float(std)
+
+    def sample(self, batch, seed):
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        sigma = self.per_image(batch, seeds[0], 0.0, self.std * (HIGH - LOW))
+        noise_seed = tf.floor(self.per_image(batch, seeds[1], 0.0, 2.0 ** 24))  # exact in float32
+        return tf.stack([sigma, noise_seed], axis=1)
+
+    def apply_image(self, image, params):
+        rng = np.random.default_rng(int(params[1]))
+        noisy = image + rng.normal(0.0, float(params[0]), image.shape)
+        return np.clip(np.rint(noisy), LOW, HIGH).astype(np.uint8)
+
+    def get_config(self):
+        return {**super().get_config(), "std": self.std}
+
+
+@keras.saving.register_keras_serializable(package="pneumokit")
+class RandomJpeg(ImageAugmentation):
+    """Re-encode as JPEG at a quality drawn from ``quality`` (MIN-MAX, 1-100), decode again."""
+
+    def __init__(self, quality="30-95", **kwargs):
+        super().__init__(**kwargs)
+        self.quality = parse_range(quality, "jpeg quality", 1, 100)
+
+    def sample(self, batch, seed):
+        low, high = self.quality
+        return tf.floor(self.per_image(batch, seed, low, high + 1.0 - 1e-3))[:, None]
+
+    def apply_image(self, image, params):
+        import cv2
+
+        quality = int(min(max(params[0], 1), 100))
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:  # pragma: no cover - OpenCV encodes any uint8 gray image
+            raise RuntimeError("OpenCV could not encode a JPEG")
+        return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
+
+    def get_config(self):
+        return {**super().get_config(), "quality": f"{self.quality[0]:g}-{self.quality[1]:g}"}
