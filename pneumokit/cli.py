@@ -205,7 +205,19 @@ _FIT_OPTIONS = [
     click.option("--option", "-o", "options", multiple=True,
                  help="Architecture option KEY=VALUE, e.g. -o weights=none (repeatable)."),
     click.option("--learning-rate", type=float, default=None,
-                 help=f"Adam learning rate (default {C.DEFAULT_LEARNING_RATE:g})."),
+                 help=f"Adam (peak) learning rate (default {C.DEFAULT_LEARNING_RATE:g})."),
+    click.option("--lr-schedule", type=click.Choice(C.LR_SCHEDULES), default=None,
+                 help=f"cosine: {C.WARMUP_EPOCHS} warm-up epoch(s), then cosine decay to 0 at the last "
+                      f"epoch; constant: a fixed rate (default {C.DEFAULT_LR_SCHEDULE})."),
+    click.option("--bn-refresh/--no-bn-refresh", default=None,
+                 help="Re-estimate batch-norm statistics on the training images after fitting "
+                      f"(default {'on' if C.DEFAULT_BN_REFRESH else 'off'})."),
+    click.option("--threshold-rule", type=click.Choice(C.THRESHOLD_RULES), default=None,
+                 help="How the stored threshold is chosen on calibrated held-out probabilities: "
+                      "calibrated = 0.5, youden = Youden's J (default "
+                      f"{C.DEFAULT_THRESHOLD_RULE})."),
+    click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
+                 help="Instead, the highest threshold reaching this held-out sensitivity."),
     click.option("--val-fraction", type=float, default=None,
                  help="Patient-grouped validation fraction for early stopping "
                       f"(default {C.DEFAULT_VAL_FRACTION})."),
@@ -234,7 +246,8 @@ def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool):
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
 def train_command(data_dir, architecture, epochs, batch_size, image_size, augment, options,
-                  learning_rate, val_fraction, seed, name, registry_root, skip_bad, quiet, as_json):
+                  learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
+                  val_fraction, seed, name, registry_root, skip_bad, quiet, as_json):
     """Train one model on the train (+ val) split and register it as a new version."""
     from .config import TrainConfig
     from .progress import progress_enabled
@@ -243,7 +256,8 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
 
     given = {"architecture": architecture, "epochs": epochs, "batch_size": batch_size,
              "image_size": image_size, "augment": augment, "learning_rate": learning_rate,
-             "val_fraction": val_fraction, "seed": seed}
+             "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
+             "target_sensitivity": target_sensitivity, "val_fraction": val_fraction, "seed": seed}
     config = _config(TrainConfig, given, options, skip_bad)
     with _user_errors():
         result = train(config, data_dir, registry=Registry(registry_root), name=name,
@@ -258,10 +272,12 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
     m = result.metrics["validation"]
     click.echo(f"registered {result.version.ref} at {result.version.path}")
     n_val = result.version.metadata["split"]["validation_images"]
-    click.echo(f"best epoch {result.best_epoch}; validation ({n_val} images) at threshold "
-               f"{result.threshold:.3f} (tuned on these images):")
+    click.echo(f"best epoch {result.best_epoch}; temperature {result.calibration['temperature']:.3f}; "
+               f"validation ({n_val} images) at threshold {result.threshold:.3f} "
+               f"({result.threshold_rule}; calibrated on these images):")
     click.echo("  " + "  ".join(f"{k} {m[k]:.4f}" for k in
-                                ("auc", "accuracy", "recall", "specificity", "precision", "f1")))
+                                ("auc", "accuracy", "recall", "specificity", "precision", "f1",
+                                 "brier", "ece")))
 
 
 @main.command("cv")
@@ -270,8 +286,8 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
               help=f"Number of folds (default {C.DEFAULT_FOLDS}).")
 @click.option("--grouping", type=click.Choice(["patient", "image"]), default=None,
               help="Fold by patient (default) or by image (lets patients leak: inflated scores).")
-@click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Choose the threshold reaching this out-of-fold sensitivity (default: Youden's J).")
+@click.option("--ensemble", is_flag=True, default=None,
+              help="Register the mean of the fold models (calibrated) instead of a final fit.")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default=None,
               help="auto: mixed_float16 on GPUs with compute capability >= 7.0, else float32.")
 @click.option("--xla", type=click.Choice(["auto", "on", "off"]), default=None,
@@ -284,8 +300,9 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
 @click.option("--quiet", is_flag=True, help="No progress bars and no notices.")
 @json_option
 def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, augment, options, grouping,
-               target_sensitivity, learning_rate, val_fraction, precision, xla, seed, output, resume,
-               name, registry_root, no_final, skip_bad, quiet, as_json):
+               ensemble, learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
+               val_fraction, precision, xla, seed, output, resume, name, registry_root, no_final,
+               skip_bad, quiet, as_json):
     """Cross-validate a model (patient-grouped, stratified k-fold) and register a final model."""
     from .config import CVConfig
     from .cv import ResumeError, format_table, run_cv
@@ -295,7 +312,9 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
     given = {"architecture": architecture, "folds": folds, "epochs": epochs, "batch_size": batch_size,
              "image_size": image_size, "augment": augment, "grouping": grouping,
              "target_sensitivity": target_sensitivity, "learning_rate": learning_rate,
-             "val_fraction": val_fraction, "precision": precision, "xla": xla, "seed": seed}
+             "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
+             "ensemble": ensemble, "val_fraction": val_fraction, "precision": precision, "xla": xla,
+             "seed": seed}
     config = None
     if resume is None or any(v is not None for v in given.values()) or options or skip_bad:
         config = _config(CVConfig, given, options, skip_bad)
@@ -318,8 +337,15 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
     click.echo("held-out folds at thresholds chosen on each fold's inner validation split: "
                + "  ".join(f"{k} {t[k]['mean']:.4f} ± {t[k]['std']:.4f}"
                            for k in ("accuracy", "recall", "specificity")))
-    click.echo(f"final model's threshold {result.threshold:.4f} ({result.threshold_rule} on the "
-               "pooled out-of-fold predictions)")
+    cal = result.calibration
+    click.echo(f"calibration: temperature {cal['temperature']:.3f} fitted on the pooled out-of-fold "
+               f"predictions; Brier {cal['brier_uncalibrated']:.4f} -> {cal['brier']:.4f}, "
+               f"ECE {cal['ece_uncalibrated']:.4f} -> {cal['ece']:.4f}")
+    m = result.oof_metrics["at_threshold"]
+    click.echo(f"threshold {result.threshold:.4f} ({result.threshold_rule}); out-of-fold at it: "
+               + "  ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "recall", "specificity")))
+    if c.ensemble and result.version is not None:
+        click.echo(f"model: the mean of the {c.folds} fold models (no final fit)")
     if result.version is not None:
         click.echo(f"registered {result.version.ref} at {result.version.path}")
     click.echo(f"results in {result.output}")

@@ -2,9 +2,15 @@
 
 Per fold: a patient-grouped inner validation split (early stopping on its
 AUC, best weights restored) is carved from the training part, so the
-held-out fold is never used for any decision. Finished folds are saved
-atomically and a run can be resumed; each fold is seeded on its own
-(seed + fold), so a resumed run gives the same results as an unbroken one.
+held-out fold is never used for any decision. Finished folds (results and
+model) are saved atomically and a run can be resumed; each fold is seeded on
+its own (seed + fold), so a resumed run gives the same results as an unbroken one.
+
+The pooled out-of-fold predictions then fit the temperature that calibrates
+the probabilities, and the threshold is chosen on the calibrated ones. The
+registered model is the final fit on all the data, or with ``ensemble`` the
+mean of the fold models (no final fit); either way the temperature is
+applied inside it, so every runtime gets calibrated probabilities.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import pandas as pd
 
 from .config import CLASS_NAMES, CV_SPLITS, CVConfig
 from .data import scan
-from .metrics import METRICS, binary_metrics, summarize, threshold_for_sensitivity, youden_threshold
+from .calibration import apply_temperature, calibration_report, fit_temperature
+from .metrics import METRICS, binary_metrics, choose_threshold, summarize
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
 from .registry import Registry, validate_name, write_json_atomic
@@ -76,6 +83,7 @@ class CVResult:
     wall_s: float
     output: Path
     tuned_summary: dict = field(default_factory=dict)  # held-out folds at inner-validation thresholds
+    calibration: dict = field(default_factory=dict)  # temperature, Brier and ECE before/after
     version: object | None = None  # ModelVersion of the final model
     final_model: object | None = None
     resumed_folds: list[int] = field(default_factory=list)
@@ -88,7 +96,7 @@ class CVResult:
             "mean": {k: v["mean"] for k, v in self.summary.items()},
             "std": {k: v["std"] for k, v in self.summary.items()},
             "threshold": self.threshold, "threshold_rule": self.threshold_rule,
-            "out_of_fold": self.oof_metrics,
+            "calibration": self.calibration, "out_of_fold": self.oof_metrics,
             "held_out_at_inner_threshold": self.tuned_summary,
             "device": self.device, "wall_s": round(self.wall_s, 2), "output": str(self.output),
             "resumed_folds": self.resumed_folds,
@@ -107,11 +115,14 @@ def results_table(folds: list[FoldResult]) -> pd.DataFrame:
     return rows
 
 
+_LABELS = {"auc": "AUC", "ece": "ECE", "f1": "F1"}
+
+
 def format_table(summary: dict) -> str:
     """The original project's table: Metric | Value | Standard Deviation."""
     lines = ["| Metric | Value | Standard Deviation |", "|--------|-------|-------------------|"]
     for m in METRICS:
-        lines.append(f"| {m.capitalize() if m != 'auc' else 'AUC'} | {summary[m]['mean']:.4f} | "
+        lines.append(f"| {_LABELS.get(m, m.capitalize())} | {summary[m]['mean']:.4f} | "
                      f"±{summary[m]['std']:.4f} |")
     return "\n".join(lines)
 
@@ -153,6 +164,7 @@ def run_cv(
     from tqdm.auto import tqdm
 
     from . import device
+    from .ensemble import calibrated
     from .fitting import fit, predict
     from .pipeline import make_dataset
     from .progress import EpochBar
@@ -225,12 +237,13 @@ def run_cv(
     table_of_folds.to_csv(out / "folds.csv", index=False)
 
     fold_results: list[FoldResult] = []
+    fold_models: dict[int, object] = {}  # this run's fold models (resumed ones load from disk)
     resumed: list[int] = []
     bar = tqdm(total=config.folds, desc="folds", unit="fold", disable=not progress, position=0)
     try:
         for k in range(1, config.folds + 1):
             path = out / "folds" / f"fold_{k}.json"
-            if path.exists():
+            if path.exists() and (not config.ensemble or fold_model_path(out, k).exists()):
                 fold_results.append(FoldResult.from_json(json.loads(path.read_text())))
                 resumed.append(k)
                 bar.update(1)
@@ -249,12 +262,15 @@ def run_cv(
                                                       batch_size=config.batch_size))
             # An honest estimate of the thresholded model: the threshold comes from
             # the inner validation split, never from the fold it is scored on.
-            inner_threshold = choose_threshold(va["label"].to_numpy(), fitted.val_prob, config)[0]
+            inner_threshold = choose_threshold(va["label"].to_numpy(), fitted.val_prob, config.threshold_rule,
+                                               config.target_sensitivity)[0]
             fold = FoldResult(k, binary_metrics(y_held, prob, 0.5), fitted.best_epoch,
                               fitted.history, held["path"].tolist(), y_held, prob,
                               binary_metrics(y_held, prob, inner_threshold))
+            save_fold_model(fitted.model, out, k)
             write_json_atomic(path, fold.to_json())  # a finished fold survives a crash
             fold_results.append(fold)
+            fold_models[k] = fitted.model
             bar.set_postfix(auc=f"{fold.metrics['auc']:.4f}")
             bar.update(1)
     finally:
@@ -267,54 +283,82 @@ def run_cv(
     if len(oof) != len(index):
         raise ResumeError(f"out-of-fold predictions cover {len(oof)} of {len(index)} images: the "
                           f"saved folds in {out} do not match the data; start a new run")
-    threshold, rule = choose_threshold(oof["label"], oof["probability"], config)
-    oof_metrics = {"at_threshold": binary_metrics(oof["label"], oof["probability"], threshold),
-                   "at_0.5": binary_metrics(oof["label"], oof["probability"], 0.5)}
+    temperature = fit_temperature(oof["label"], oof["probability"])
+    calibration = calibration_report(oof["label"], oof["probability"], temperature)
+    oof["calibrated"] = apply_temperature(oof["probability"], temperature)
+    threshold, rule = choose_threshold(oof["label"], oof["calibrated"], config.threshold_rule,
+                                       config.target_sensitivity)
+    oof_metrics = {"at_threshold": binary_metrics(oof["label"], oof["calibrated"], threshold),
+                   "at_0.5": binary_metrics(oof["label"], oof["calibrated"], 0.5)}
     tuned = summarize([f.tuned for f in fold_results])
     table = results_table(fold_results)
     summary = summarize([f.metrics for f in fold_results])
     table.to_csv(out / "cv.csv", index=False)
     oof.to_csv(out / "oof.csv", index=False)
-    plots = _plots(out / "plots", fold_results, summary, oof_metrics["at_threshold"], threshold)
+    plots = _plots(out / "plots", fold_results, summary, oof_metrics["at_threshold"], threshold, oof,
+                   temperature)
 
     cv_result = CVResult(config=config, folds=fold_results, table=table, summary=summary,
                          threshold=threshold, threshold_rule=rule, oof=oof, oof_metrics=oof_metrics,
-                         tuned_summary=tuned,
+                         tuned_summary=tuned, calibration=calibration,
                          device=plan.to_dict(), wall_s=0.0, output=out, resumed_folds=resumed)
     if final:
-        epochs = max(1, int(np.median([f.best_epoch for f in fold_results])))
-        fitted = fit(arch, config, catalog, index["path"].tolist(), index["label"].to_numpy(),
-                     epochs=epochs, preprocessing=pre, build_model=build_model, strategy=strategy,
-                     jit_compile=plan.xla, callbacks=[EpochBar(epochs, "final model", progress)])
-        fitted.history.to_csv(out / "final_history.csv", index=False)
+        if config.ensemble:
+            models = [fold_models.get(f.fold) or load_fold_model(out, f.fold) for f in fold_results]
+            model, trained = calibrated(models, temperature, name=f"{arch.name}_ensemble"), {
+                "ensemble": {"folds": config.folds, "combine": "mean of the fold models' logits"}}
+            artifacts = {}
+        else:
+            epochs = max(1, int(np.median([f.best_epoch for f in fold_results])))
+            fitted = fit(arch, config, catalog, index["path"].tolist(), index["label"].to_numpy(),
+                         epochs=epochs, preprocessing=pre, build_model=build_model, strategy=strategy,
+                         jit_compile=plan.xla, callbacks=[EpochBar(epochs, "final model", progress)])
+            fitted.history.to_csv(out / "final_history.csv", index=False)
+            model, trained = calibrated(fitted.model, temperature), {"final_epochs": epochs}
+            artifacts = {"history.csv": out / "final_history.csv"}
         meta = model_metadata(
             arch, config, pre, index, root=result.root, threshold=threshold,
             metrics={"cv": summary, "folds": [f.metrics for f in fold_results],
                      "out_of_fold": oof_metrics, "held_out_at_inner_threshold": tuned},
-            kind="cv", threshold_rule=rule, final_epochs=epochs, device=plan.to_dict(),
+            kind="cv", threshold_rule=rule, calibration=calibration, device=plan.to_dict(),
             folds={"k": config.folds, "grouping": config.grouping,
                    "images_per_fold": [len(f.paths) for f in fold_results],
                    "best_epochs": [f.best_epoch for f in fold_results]},
             skipped=[p.to_dict() for p in result.problems],
             model_func=None if build_model is None else getattr(build_model, "__name__", "callable"),
+            **trained,
         )
-        artifacts = {"cv.csv": out / "cv.csv", "oof.csv": out / "oof.csv", "folds.csv": out / "folds.csv",
-                     "history.csv": out / "final_history.csv", TRAINING_IMAGES: training_images(index),
-                     **{f"plots/{p.name}": p for p in plots}}
+        artifacts |= {"cv.csv": out / "cv.csv", "oof.csv": out / "oof.csv", "folds.csv": out / "folds.csv",
+                      TRAINING_IMAGES: training_images(index), **{f"plots/{p.name}": p for p in plots}}
         if chief:
-            cv_result.version = (registry or Registry()).save(name, fitted.model, meta, artifacts)
-        cv_result.final_model = fitted.model
+            cv_result.version = (registry or Registry()).save(name, model, meta, artifacts)
+        cv_result.final_model = model
     cv_result.wall_s = time.perf_counter() - started
     write_json_atomic(out / "result.json", cv_result.to_dict())
     return cv_result
 
 
-def choose_threshold(labels, prob, config: CVConfig) -> tuple[float, str]:
-    """The decision threshold by the run's rule: Youden's J, or a target sensitivity."""
-    if config.target_sensitivity is not None:
-        return (threshold_for_sensitivity(labels, prob, config.target_sensitivity),
-                f"highest threshold with sensitivity >= {config.target_sensitivity}")
-    return youden_threshold(labels, prob), "Youden's J"
+def fold_model_path(out: Path, k: int) -> Path:
+    return out / "folds" / f"fold_{k}.keras"
+
+
+def save_fold_model(model, out: Path, k: int) -> Path:
+    """Keep a fold's model (for ``ensemble``), written atomically like the fold's results."""
+    target = fold_model_path(out, k)
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def load_fold_model(out: Path, k: int):
+    import keras
+
+    path = fold_model_path(out, k)
+    if not path.exists():
+        raise ResumeError(f"{path} is missing: the ensemble needs every fold's model; delete "
+                          f"{out / 'folds' / f'fold_{k}.json'} and resume to retrain that fold")
+    return keras.saving.load_model(path, compile=False)
 
 
 def is_chief() -> bool:
@@ -363,10 +407,10 @@ def _preprocessing(arch, config: CVConfig, build_model) -> Preprocessing:
 
 
 def _plots(folder: Path, folds: list[FoldResult], summary: dict, oof_at_threshold: dict,
-           threshold: float) -> list[Path]:
+           threshold: float, oof: pd.DataFrame, temperature: float) -> list[Path]:
     from sklearn.metrics import roc_curve
 
-    from .plots import confusion, cv_summary, roc_curves, training_curves
+    from .plots import confusion, cv_summary, reliability_diagram, roc_curves, training_curves
 
     folder.mkdir(parents=True, exist_ok=True)
     grid = np.linspace(0, 1, 101)
@@ -384,4 +428,6 @@ def _plots(folder: Path, folds: list[FoldResult], summary: dict, oof_at_threshol
                    mean=(grid, mean_tpr)),
         confusion(oof_at_threshold["confusion_matrix"], folder / "confusion.png", CLASS_NAMES,
                   f"out-of-fold, threshold {threshold:.3f}"),
+        reliability_diagram(oof["label"], oof["probability"], oof["calibrated"], folder / "reliability.png",
+                            f"out-of-fold, temperature {temperature:.3f}"),
     ]

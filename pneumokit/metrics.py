@@ -7,13 +7,17 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, log_loss, roc_auc_score, roc_curve
 
-METRICS = ("accuracy", "loss", "precision", "recall", "specificity", "f1", "auc")
+METRICS = ("accuracy", "loss", "precision", "recall", "specificity", "f1", "auc", "brier", "ece")
+LOWER_IS_BETTER = ("loss", "brier", "ece")
 
 
 def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict:
     """Accuracy, loss (binary cross-entropy), precision, recall (sensitivity),
     specificity, F1 and ROC AUC of probabilities ``prob`` at ``threshold``,
+    the Brier score and expected calibration error (10 bins) of ``prob``,
     plus the confusion matrix ``[[tn, fp], [fn, tp]]``."""
+    from .calibration import brier_score, expected_calibration_error
+
     y = np.asarray(y_true).astype(int).ravel()
     raw = np.asarray(prob, dtype=np.float64).ravel()
     pred = (raw >= threshold).astype(int)  # unclipped, as the runtime decides
@@ -33,6 +37,8 @@ def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict:
         "specificity": ratio(tn, tn + fp),
         "f1": ratio(2 * precision * recall, precision + recall),
         "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "brier": brier_score(y, raw),
+        "ece": expected_calibration_error(y, raw),
         "threshold": float(threshold),
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
     }

@@ -83,10 +83,10 @@ def confusion(matrix, path: Path, class_names: Sequence[str], title: str = "") -
 
 def cv_summary(folds, summary: dict, path: Path) -> Path:
     """Each metric's per-fold values (dots) with its mean ± std (bar and whisker)."""
-    from .metrics import METRICS
+    from .metrics import LOWER_IS_BETTER, METRICS
 
     plt = _plt()
-    names = [m for m in METRICS if m != "loss"]
+    names = [m for m in METRICS if m not in LOWER_IS_BETTER]
     fig, ax = plt.subplots(figsize=(8, 4))
     x = np.arange(len(names))
     ax.bar(x, [summary[m]["mean"] for m in names], yerr=[summary[m]["std"] for m in names],

@@ -46,18 +46,23 @@ def test_outputs_table_oof_and_plots(run):
     result, _ = run
     table = pd.read_csv(result.output / "cv.csv")
     assert table["fold"].astype(str).tolist() == ["1", "2", "3", "mean", "std"]
-    for m in ("accuracy", "loss", "precision", "recall", "specificity", "f1", "auc"):
+    for m in ("accuracy", "loss", "precision", "recall", "specificity", "f1", "auc", "brier", "ece"):
         per_fold = table[m][:3].to_numpy(dtype=float)
         assert table[m][3] == pytest.approx(per_fold.mean())
         assert table[m][4] == pytest.approx(per_fold.std(ddof=1))
     oof = pd.read_csv(result.output / "oof.csv")
     assert len(oof) == 24 and oof["path"].is_unique and oof["probability"].between(0, 1).all()
-    assert 0.0 <= result.threshold <= 1.0 and "Youden" in result.threshold_rule
+    assert result.threshold == 0.5 and result.threshold_rule == "0.5 on calibrated probabilities"
+    cal = result.calibration  # the temperature is fitted on the out-of-fold predictions
+    from pneumokit.calibration import apply_temperature, brier_score
+    assert cal["temperature"] > 0 and cal["brier"] <= cal["brier_uncalibrated"] + 1e-12
+    np.testing.assert_allclose(oof["calibrated"], apply_temperature(oof["probability"], cal["temperature"]))
+    assert cal["brier"] == pytest.approx(brier_score(oof["label"], oof["calibrated"]))
     for f in result.folds:  # the honest estimate: threshold from the inner split, scored on the fold
         assert f.tuned["confusion_matrix"] and 0.0 <= f.tuned["threshold"] <= 1.0
     assert set(result.tuned_summary) >= {"accuracy", "recall", "specificity", "auc"}
     assert set(result.oof_metrics) == {"at_threshold", "at_0.5"}
-    for name in ("training_curves.png", "cv_summary.png", "roc.png", "confusion.png"):
+    for name in ("training_curves.png", "cv_summary.png", "roc.png", "confusion.png", "reliability.png"):
         assert (result.output / "plots" / name).stat().st_size > 0
     saved = json.loads((result.output / "result.json").read_text())
     assert saved["mean"]["auc"] == pytest.approx(result.summary["auc"]["mean"])
@@ -74,6 +79,38 @@ def test_final_model_registered_with_cv_metadata(run):
     for artifact in ("model.keras", "cv.csv", "oof.csv", "folds.csv", "plots/roc.png"):
         mv.verify(artifact)
     assert result.final_model.output_shape == (None, 1)
+    assert mv.metadata["calibration"]["temperature"] == pytest.approx(result.calibration["temperature"])
+    assert result.final_model.layers[-1].temperature == pytest.approx(result.calibration["temperature"])
+
+
+def test_youden_rule_on_calibrated_oof(data, tmp_path):
+    from pneumokit.metrics import youden_threshold
+
+    result = run_cv(CVConfig(**{**TINY, "folds": 2, "threshold_rule": "youden"}), data,
+                    output=tmp_path / "out", final=False, echo=lambda line: None)
+    assert result.threshold_rule == "Youden's J"
+    assert result.threshold == pytest.approx(youden_threshold(result.oof["label"], result.oof["calibrated"]))
+
+
+def test_ensemble_is_the_calibrated_mean_of_the_fold_models(data, tmp_path):
+    """--ensemble registers one model: sigmoid(mean of the fold models' logits / T), no final fit."""
+    import keras
+
+    from pneumokit.calibration import apply_temperature, logit
+    from pneumokit.preprocessing import Preprocessing
+
+    reg = Registry(tmp_path / "reg")
+    result = run_cv(CVConfig(**{**TINY, "folds": 2, "ensemble": True}), data, output=tmp_path / "out",
+                    registry=reg, echo=lambda line: None)
+    mv = result.version
+    assert mv.metadata["ensemble"]["folds"] == 2 and "final_epochs" not in mv.metadata
+    assert not (result.output / "final_history.csv").exists()
+    model = reg.load_model(mv.ref)  # reloads through the registry (custom layer registered)
+    x = Preprocessing.from_dict(mv.metadata["preprocessing"]).prepare(result.oof["path"][:6])
+    folds = [keras.saving.load_model(result.output / "folds" / f"fold_{k}.keras") for k in (1, 2)]
+    mean_logit = np.mean([logit(m.predict(x, verbose=0).ravel()) for m in folds], axis=0)
+    expected = apply_temperature(1 / (1 + np.exp(-mean_logit)), result.calibration["temperature"])
+    np.testing.assert_allclose(model.predict(x, verbose=0).ravel(), expected, atol=1e-5)
 
 
 def test_target_sensitivity_threshold(data, tmp_path):
@@ -108,7 +145,7 @@ def test_resume_after_interrupt_gives_same_results(data, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_cv(config, data, output=tmp_path / "broken", final=False, echo=lambda s: None)
     monkeypatch.setattr(fitting, "fit", real_fit)
-    assert sorted(p.name for p in (tmp_path / "broken" / "folds").iterdir()) == ["fold_1.json"]
+    assert sorted(p.name for p in (tmp_path / "broken" / "folds").iterdir()) == ["fold_1.json", "fold_1.keras"]
 
     resumed = run_cv(None, None, resume=tmp_path / "broken", final=False, echo=lambda s: None)
     assert resumed.resumed_folds == [1]
