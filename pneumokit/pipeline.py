@@ -19,23 +19,30 @@ from .preprocessing import Preprocessing
 
 
 def parse_augmentations(spec: str | Sequence[str] | None) -> list[tuple[str, dict[str, Any]]]:
-    """Parse ``"flip,rotate:degrees=10,crop:fraction=0.8"`` into ``[(name, params), ...]``.
+    """Parse ``"flip,rotate:degrees=10,crop:scale=0.35-1,ratio=0.75-1.33"`` into ``[(name, params), ...]``.
 
     Items are comma-separated; each is a name, then ``:key=value`` parameters.
+    A comma-separated ``key=value`` with no name before it belongs to the item
+    before it (``crop:scale=0.35-1,ratio=0.75-1.33`` is one crop).
     """
     if not spec:
         return []
     items = spec.split(",") if isinstance(spec, str) else list(spec)
-    parsed = []
+    parsed: list[tuple[str, dict[str, Any]]] = []
     for item in items:
         name, *pairs = item.strip().split(":")
-        params: dict[str, Any] = {}
+        if "=" in name:  # a parameter of the previous item
+            if not parsed:
+                raise ValueError(f"augmentation parameter {item!r} comes before any augmentation name")
+            pairs, params = [name, *pairs], parsed[-1][1]
+        else:
+            params = {}
+            parsed.append((name.strip(), params))
         for pair in filter(None, pairs):
             key, sep, value = pair.partition("=")
             if not sep:
                 raise ValueError(f"augmentation parameter {pair!r} in {item!r}: expected key=value")
             params[key.strip()] = _number(value.strip())
-        parsed.append((name.strip(), params))
     return parsed
 
 

@@ -87,6 +87,10 @@ def test_parse_and_build_augmentations():
     assert parse_augmentations("flip, rotate:degrees=10,crop:fraction=0.8") == [
         ("flip", {}), ("rotate", {"degrees": 10}), ("crop", {"fraction": 0.8})]
     assert parse_augmentations("") == []
+    assert parse_augmentations("crop:scale=0.35-1,ratio=0.75-1.33,jpeg") == [
+        ("crop", {"scale": "0.35-1", "ratio": "0.75-1.33"}), ("jpeg", {})]
+    with pytest.raises(ValueError, match="before any augmentation name"):
+        parse_augmentations("ratio=1-2,crop")
     with pytest.raises(ValueError, match="key=value"):
         parse_augmentations("rotate:10")
     from pneumokit.catalog import CatalogError
