@@ -1,11 +1,20 @@
-"""The recommended CPU recipe — `pneumokit cv` with its defaults — on the real chest X-rays.
+"""Recipes side by side under `pneumokit cv` on the real chest X-rays: patient-grouped 5-fold CV.
 
-Patient-grouped 5-fold CV (the honest protocol) with its wall time, then the
-same recipe with image-level folds (`--grouping image`, no final model) to show
-how much leaking patients across folds inflates the scores.
+For each recipe (bench/recipes.py; the first is the reference, normally
+``default``): CV AUC and accuracy (mean ± std over folds, at 0.5), the pooled
+out-of-fold figures at the stored threshold, Brier score and ECE before and
+after temperature scaling, and the wall time of the whole command (folds,
+then the final fit or the ensemble). ``--image-grouping`` adds the reference
+recipe with image-level folds, to show how much leaking patients inflates CV.
+
+CV scores patients of the same source as training: they cannot show how a
+recipe holds up elsewhere. bench/robustness.py is the bench for that.
+Last line: JSON, per recipe, plus each recipe's minutes as a ratio to the
+45-minute budget for the default command.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import tempfile
@@ -17,56 +26,61 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pneumokit.config import CVConfig  # noqa: E402
 from pneumokit.cv import format_table, run_cv  # noqa: E402
 from pneumokit.registry import Registry  # noqa: E402
+from recipes import RECIPES  # noqa: E402  (bench/recipes.py, beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
+BUDGET_MINUTES = 45
 
 
-def one(config, data, out, final, registry):
+def one(name, config, data, out, registry):
     t = time.perf_counter()
-    result = run_cv(config, data, output=out, final=final, registry=registry, progress=False)
+    result = run_cv(config, data, output=out, registry=registry, name=name.replace("_", "-"),
+                    final=config.grouping == "patient", echo=lambda line: None)
     minutes = (time.perf_counter() - t) / 60
-    print(f"grouping={config.grouping}: {minutes:.1f} min")
-    print(format_table(result.summary))
-    m = result.oof_metrics["at_threshold"]
-    print(f"out-of-fold at threshold {result.threshold:.4f}: " + ", ".join(
-        f"{k} {m[k]:.4f}" for k in ("accuracy", "recall", "specificity", "auc")), flush=True)
-    return result, minutes
+    s, m, cal = result.summary, result.oof_metrics["at_threshold"], result.calibration
+    print(f"\n{name} ({config.grouping}-grouped{', ensemble' if config.ensemble else ''}): {minutes:.1f} min")
+    print(format_table(s))
+    print(f"out-of-fold at threshold {result.threshold:.4f} ({result.threshold_rule}): " + ", ".join(
+        f"{k} {m[k]:.4f}" for k in ("accuracy", "recall", "specificity", "auc")))
+    print(f"temperature {cal['temperature']:.3f}: Brier {cal['brier_uncalibrated']:.4f} -> {cal['brier']:.4f}, "
+          f"ECE {cal['ece_uncalibrated']:.4f} -> {cal['ece']:.4f}", flush=True)
+    return {"config": {k: v for k, v in dataclasses.asdict(config).items()},
+            "auc_mean": s["auc"]["mean"], "auc_std": s["auc"]["std"],
+            "accuracy_mean": s["accuracy"]["mean"], "accuracy_std": s["accuracy"]["std"],
+            "specificity_mean": s["specificity"]["mean"], "recall_mean": s["recall"]["mean"],
+            "threshold": result.threshold, "threshold_rule": result.threshold_rule,
+            "oof_at_threshold": {k: m[k] for k in ("accuracy", "recall", "specificity", "auc")},
+            "calibration": cal, "minutes": round(minutes, 2),
+            "minutes_vs_budget": round(minutes / BUDGET_MINUTES, 3)}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/chest_xray"))
+    parser.add_argument("--recipes", default="default", help=f"comma-separated; known: {', '.join(RECIPES)}")
     parser.add_argument("--output", default=None, help="keep run folders here (default: temporary)")
-    parser.add_argument("--skip-image-grouping", action="store_true")
+    parser.add_argument("--image-grouping", action="store_true",
+                        help="also the first recipe with image-level folds (no model registered)")
     args = parser.parse_args()
-    config = CVConfig()
-    print(f"recipe: {config.to_dict()}")
+    names = [n.strip() for n in args.recipes.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}; known: {', '.join(RECIPES)}")
+    summary = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.output or tmp)
         registry = Registry(base / "registry")
-        patient, patient_min = one(config, args.data, base / "patient", True, registry)
-        summary = {
-            "recipe": config.to_dict(),
-            "patient": {"auc_mean": patient.summary["auc"]["mean"], "auc_std": patient.summary["auc"]["std"],
-                        "accuracy_mean": patient.summary["accuracy"]["mean"],
-                        "accuracy_std": patient.summary["accuracy"]["std"],
-                        "specificity_mean": patient.summary["specificity"]["mean"],
-                        "recall_mean": patient.summary["recall"]["mean"],
-                        "threshold": patient.threshold,
-                        "oof_at_threshold": {k: patient.oof_metrics["at_threshold"][k]
-                                             for k in ("accuracy", "recall", "specificity", "auc")},
-                        "minutes": round(patient_min, 2)},
-        }
-        if not args.skip_image_grouping:
-            image_config = CVConfig(grouping="image")
-            image, image_min = one(image_config, args.data, base / "image", False, registry)
-            summary["image"] = {"auc_mean": image.summary["auc"]["mean"],
-                                "auc_std": image.summary["auc"]["std"],
-                                "accuracy_mean": image.summary["accuracy"]["mean"],
-                                "accuracy_std": image.summary["accuracy"]["std"],
-                                "minutes": round(image_min, 2)}
+        for name in names:
+            settings, folds = RECIPES[name]
+            config = CVConfig(**settings, **({"folds": folds, "ensemble": True} if folds else {}))
+            summary[name] = one(name, config, args.data, base / name, registry)
+        if args.image_grouping:
+            settings, folds = RECIPES[names[0]]
+            config = CVConfig(**settings, grouping="image")
+            image = one(f"{names[0]}_image_grouping", config, args.data, base / "image", registry)
+            summary["image_grouping"] = image
             summary["auc_inflation_image_vs_patient"] = round(
-                image.summary["auc"]["mean"] - patient.summary["auc"]["mean"], 4)
+                image["auc_mean"] - summary[names[0]]["auc_mean"], 4)
     print(json.dumps(summary))
 
 

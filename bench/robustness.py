@@ -34,28 +34,9 @@ from pneumokit.preprocessing import Preprocessing  # noqa: E402
 from pneumokit.registry import Registry  # noqa: E402
 from pneumokit.splits import holdout  # noqa: E402
 from pneumokit.stress import SHIFTS, shifted_file  # noqa: E402
+from recipes import RECIPES  # noqa: E402  (bench/recipes.py)
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE_AUGMENT = "crop,rotate,brightness,contrast"  # the defaults before issue 9
-STRONG_AUGMENT = ("crop:scale=0.35-1,rotate:degrees=10,"
-                  "brightness:factor=0.3,contrast:factor=0.3,gamma:factor=0.3")
-ACQUISITION_AUGMENT = ("crop:scale=0.35-1,rotate:degrees=10,jpeg:quality=30-95,blur:sigma=1,"
-                       "noise:std=0.03,brightness:factor=0.3,contrast:factor=0.3,gamma:factor=0.3")
-# name -> (settings over TrainConfig's defaults, folds of an ensemble or 0 for one model)
-RECIPES = {
-    "default": ({}, 0),
-    "baseline": ({"augment": BASELINE_AUGMENT, "lr_schedule": "constant", "bn_refresh": False,
-                  "threshold_rule": "youden"}, 0),
-    "baseline_schedule": ({"augment": BASELINE_AUGMENT, "threshold_rule": "youden"}, 0),
-    "strong": ({"augment": STRONG_AUGMENT, "threshold_rule": "youden"}, 0),
-    "acquisition": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden"}, 0),
-    "acquisition_224": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden",
-                         "image_size": 224}, 0),
-    "default_ensemble": ({}, 5),
-    "acquisition_ensemble": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden"}, 5),
-}
-
-
 def link_tree(index, folder: Path) -> Path:
     """A chest_xray-style folder of symbolic links to ``index``'s files (split and class kept)."""
     for path in index["path"]:

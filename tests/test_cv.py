@@ -111,6 +111,13 @@ def test_ensemble_is_the_calibrated_mean_of_the_fold_models(data, tmp_path):
     mean_logit = np.mean([logit(m.predict(x, verbose=0).ravel()) for m in folds], axis=0)
     expected = apply_temperature(1 / (1 + np.exp(-mean_logit)), result.calibration["temperature"])
     np.testing.assert_allclose(model.predict(x, verbose=0).ravel(), expected, atol=1e-5)
+    from pneumokit.export import export
+    from pneumokit.runtime import Predictor
+
+    exported = export(mv.ref, reg)  # one ONNX graph, parity-checked against Keras
+    assert exported.max_abs_diff <= 1e-4
+    rows = Predictor(mv.ref, registry=reg).predict_files(list(result.oof["path"][:6]))
+    np.testing.assert_allclose([r["probability"] for r in rows], expected, atol=1e-4)
 
 
 def test_target_sensitivity_threshold(data, tmp_path):
