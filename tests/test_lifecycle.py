@@ -112,7 +112,8 @@ def test_mixed_precision_model_exports_as_float32(trained, tmp_path):
     result = export("mixed", reg)
     x = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 1)).astype("float32")
     onnx_p = Predictor(result.path).predict_batch(x)
-    np.testing.assert_allclose(onnx_p, model.predict(x, verbose=0).ravel(), atol=2e-3)  # fp16 rounding
+    # float16 rounding through a dozen layers of random weights: up to a few 1e-3
+    np.testing.assert_allclose(onnx_p, model.predict(x, verbose=0).ravel(), atol=5e-3)
     proto = onnx.load(result.path)
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
