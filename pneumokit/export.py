@@ -43,6 +43,14 @@ class ExportResult:
 def metadata_props(meta: dict) -> dict[str, str]:
     """The ``pneumokit.*`` keys another runtime needs to use the file on its own."""
     pre = meta["preprocessing"]
+    calibration = meta.get("calibration")
+    extra = {}
+    if calibration:
+        extra["pneumokit.calibration"] = json.dumps({
+            "method": calibration.get("method", "temperature"), "temperature": calibration["temperature"],
+            "applied": "inside the graph: the output is already calibrated"})
+    if meta.get("ensemble"):
+        extra["pneumokit.ensemble"] = json.dumps(meta["ensemble"])
     return {
         "pneumokit.class_names": json.dumps(meta.get("class_names", list(CLASS_NAMES))),
         "pneumokit.threshold": str(float(meta["threshold"])),
@@ -55,6 +63,7 @@ def metadata_props(meta: dict) -> dict[str, str]:
         "pneumokit.model": json.dumps({"name": meta["name"], "version": meta["version"],
                                        "architecture": meta["architecture"]["name"]}),
         "pneumokit.version": __version__,
+        **extra,
     }
 
 

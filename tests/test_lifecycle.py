@@ -75,6 +75,9 @@ def test_export_contract(trained):
     assert json.loads(props["pneumokit.model"]) == {"name": "tiny", "version": 1,
                                                     "architecture": "cnn_optimized"}
     assert mv.metadata["onnx"]["opset"] == 17
+    calibration = json.loads(props["pneumokit.calibration"])
+    assert calibration["method"] == "temperature"
+    assert calibration["temperature"] == pytest.approx(mv.metadata["calibration"]["temperature"])
 
 
 def test_export_fails_above_tolerance_and_writes_nothing(trained, tmp_path):
