@@ -23,10 +23,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from recipes import RECIPES  # noqa: E402  (bench/recipes.py, beside this script)
+
 from pneumokit.config import CVConfig  # noqa: E402
 from pneumokit.cv import format_table, run_cv  # noqa: E402
 from pneumokit.registry import Registry  # noqa: E402
-from recipes import RECIPES  # noqa: E402  (bench/recipes.py, beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_MINUTES = 45
@@ -38,11 +39,13 @@ def one(name, config, data, out, registry):
                     final=config.grouping == "patient", echo=lambda line: None)
     minutes = (time.perf_counter() - t) / 60
     s, m, cal = result.summary, result.oof_metrics["at_threshold"], result.calibration
-    print(f"\n{name} ({config.grouping}-grouped{', ensemble' if config.ensemble else ''}): {minutes:.1f} min")
+    kind = f"{config.grouping}-grouped{', ensemble' if config.ensemble else ''}"
+    print(f"\n{name} ({kind}): {minutes:.1f} min")
     print(format_table(s))
     print(f"out-of-fold at threshold {result.threshold:.4f} ({result.threshold_rule}): " + ", ".join(
         f"{k} {m[k]:.4f}" for k in ("accuracy", "recall", "specificity", "auc")))
-    print(f"temperature {cal['temperature']:.3f}: Brier {cal['brier_uncalibrated']:.4f} -> {cal['brier']:.4f}, "
+    print(f"temperature {cal['temperature']:.3f}: "
+          f"Brier {cal['brier_uncalibrated']:.4f} -> {cal['brier']:.4f}, "
           f"ECE {cal['ece_uncalibrated']:.4f} -> {cal['ece']:.4f}", flush=True)
     return {"config": {k: v for k, v in dataclasses.asdict(config).items()},
             "auc_mean": s["auc"]["mean"], "auc_std": s["auc"]["std"],
@@ -55,7 +58,8 @@ def one(name, config, data, out, registry):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/chest_xray"))
     parser.add_argument("--recipes", default="default", help=f"comma-separated; known: {', '.join(RECIPES)}")
     parser.add_argument("--output", default=None, help="keep run folders here (default: temporary)")

@@ -26,6 +26,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from recipes import RECIPES  # noqa: E402  (bench/recipes.py)
 
 from pneumokit.config import CV_SPLITS, CVConfig, TrainConfig  # noqa: E402
 from pneumokit.data import scan  # noqa: E402
@@ -34,7 +35,6 @@ from pneumokit.preprocessing import Preprocessing  # noqa: E402
 from pneumokit.registry import Registry  # noqa: E402
 from pneumokit.splits import holdout  # noqa: E402
 from pneumokit.stress import SHIFTS, shifted_file  # noqa: E402
-from recipes import RECIPES  # noqa: E402  (bench/recipes.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 def link_tree(index, folder: Path) -> Path:
@@ -84,7 +84,8 @@ def worst(shifts: dict) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/chest_xray"))
     parser.add_argument("--recipes", default="default,baseline",
                         help=f"comma-separated, the first is the reference; known: {', '.join(RECIPES)}")
@@ -104,7 +105,8 @@ def main():
     held = holdout(index, args.holdout, args.seed)
     test, labels = index[held], index[held]["label"].to_numpy()
     print(f"{len(index) - len(test)} training images, {len(test)} held-out images of "
-          f"{test['patient'].nunique()} patients ({int(labels.sum())} PNEUMONIA); shifts: {', '.join(SHIFTS)}",
+          f"{test['patient'].nunique()} patients ({int(labels.sum())} PNEUMONIA); "
+          f"shifts: {', '.join(SHIFTS)}",
           flush=True)
     results, inputs_by_rule = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .calibration import apply_temperature, calibration_report, fit_temperature
 from .config import CLASS_NAMES, CV_SPLITS, CVConfig
 from .data import scan
-from .calibration import apply_temperature, calibration_report, fit_temperature
 from .metrics import METRICS, binary_metrics, choose_threshold, summarize
 from .plugins import get_catalog
 from .preprocessing import Preprocessing

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .calibration import apply_temperature, calibration_report, fit_temperature
 from .config import CLASS_NAMES, CV_SPLITS, TrainConfig
 from .data import Problem, scan
 from .fitting import fit
-from .calibration import apply_temperature, calibration_report, fit_temperature
 from .metrics import binary_metrics, choose_threshold
 from .plugins import get_catalog
 from .preprocessing import Preprocessing

@@ -152,7 +152,8 @@ def test_resume_after_interrupt_gives_same_results(data, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_cv(config, data, output=tmp_path / "broken", final=False, echo=lambda s: None)
     monkeypatch.setattr(fitting, "fit", real_fit)
-    assert sorted(p.name for p in (tmp_path / "broken" / "folds").iterdir()) == ["fold_1.json", "fold_1.keras"]
+    kept = sorted(p.name for p in (tmp_path / "broken" / "folds").iterdir())
+    assert kept == ["fold_1.json", "fold_1.keras"]
 
     resumed = run_cv(None, None, resume=tmp_path / "broken", final=False, echo=lambda s: None)
     assert resumed.resumed_folds == [1]
