@@ -225,6 +225,9 @@ _FIT_OPTIONS = [
     click.option("--name", default=None, help="Registered model name (default: the architecture's name)."),
     registry_option,
     click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed)."),
+    click.option("--jpeg-draft", is_flag=True,
+                 help="Decode large JPEGs at a reduced DCT scale (faster; recorded in the model's "
+                      "contract, but few runtimes outside Pillow/libjpeg can follow it)."),
 ]
 
 
@@ -235,10 +238,11 @@ def fit_options(command):
     return command
 
 
-def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool):
+def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool, jpeg_draft: bool = False):
     """A ``TrainConfig``/``CVConfig`` from the options given; the rest keep their defaults."""
+    flags = {"jpeg_draft": True} if jpeg_draft else {}
     return cls(**{k: v for k, v in given.items() if v is not None},
-               options=_parse_options(options), skip_bad=skip_bad)
+               options=_parse_options(options), skip_bad=skip_bad, **flags)
 
 
 @main.command("train")
@@ -247,7 +251,7 @@ def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool):
 @json_option
 def train_command(data_dir, architecture, epochs, batch_size, image_size, augment, options,
                   learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
-                  val_fraction, seed, name, registry_root, skip_bad, quiet, as_json):
+                  val_fraction, seed, name, registry_root, skip_bad, jpeg_draft, quiet, as_json):
     """Train one model on the train (+ val) split and register it as a new version."""
     from .config import TrainConfig
     from .progress import progress_enabled
@@ -258,7 +262,7 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
              "image_size": image_size, "augment": augment, "learning_rate": learning_rate,
              "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
              "target_sensitivity": target_sensitivity, "val_fraction": val_fraction, "seed": seed}
-    config = _config(TrainConfig, given, options, skip_bad)
+    config = _config(TrainConfig, given, options, skip_bad, jpeg_draft)
     with _user_errors():
         result = train(config, data_dir, registry=Registry(registry_root), name=name,
                        progress=progress_enabled(quiet or as_json),
@@ -302,7 +306,7 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
 def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, augment, options, grouping,
                ensemble, learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
                val_fraction, precision, xla, seed, output, resume, name, registry_root, no_final,
-               skip_bad, quiet, as_json):
+               skip_bad, jpeg_draft, quiet, as_json):
     """Cross-validate a model (patient-grouped, stratified k-fold) and register a final model."""
     from .config import CVConfig
     from .cv import ResumeError, format_table, run_cv
@@ -316,8 +320,8 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
              "ensemble": ensemble, "val_fraction": val_fraction, "precision": precision, "xla": xla,
              "seed": seed}
     config = None
-    if resume is None or any(v is not None for v in given.values()) or options or skip_bad:
-        config = _config(CVConfig, given, options, skip_bad)
+    if resume is None or any(v is not None for v in given.values()) or options or skip_bad or jpeg_draft:
+        config = _config(CVConfig, given, options, skip_bad, jpeg_draft)
     notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
     with _user_errors():
         try:

@@ -22,7 +22,11 @@ DEFAULT_THRESHOLD = 0.5
 
 # Decoding/resizing rule shared by training, export metadata and inference.
 RESIZE_METHOD = "bilinear"  # Pillow's bilinear filter, antialiased when shrinking
-JPEG_DRAFT = True  # let libjpeg decode grayscale at a reduced DCT scale (>= target size)
+# Whether libjpeg may decode at a reduced DCT scale (>= target size; Pillow's draft).
+# Off by default: few runtimes can ask for it (browsers, Java, C#, most DICOM
+# tool chains decode fully, then resize), and on full-size X-rays it moved
+# probabilities by up to 0.24. An opt-in speed setting, recorded in the contract.
+JPEG_DRAFT = False
 
 # Training. Augmentation default: small geometric and photometric changes an
 # X-ray plausibly shows; no left-right flip, since anatomy is not symmetric.
@@ -66,6 +70,7 @@ class TrainConfig:
     seed: int = DEFAULT_SEED
     options: dict = field(default_factory=dict)  # the architecture builder's options
     skip_bad: bool = False
+    jpeg_draft: bool = JPEG_DRAFT  # opt-in: faster decoding of large JPEGs (see above)
 
     def to_dict(self) -> dict:
         return asdict(self)

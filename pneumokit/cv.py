@@ -396,14 +396,14 @@ def _fresh_each_call(build_model: Callable[[], object]) -> Callable[[], object]:
 def _preprocessing(arch, config: CVConfig, build_model) -> Preprocessing:
     """The architecture's rule; for a custom ``build_model``, the model's own input shape."""
     if build_model is None:
-        return Preprocessing.for_architecture(arch, config.image_size)
+        return Preprocessing.for_architecture(arch, config.image_size, jpeg_draft=config.jpeg_draft)
     model = build_model()
     _, height, width, channels = model.input_shape
     if height != width:
         raise ValueError(f"model_func must build a square input, got {height}x{width}")
     known = get_catalog().architectures.get(model.name)
     preset = known.preprocessing if known is not None else "unit"
-    return Preprocessing.from_preset(preset, int(height), int(channels))
+    return Preprocessing.from_preset(preset, int(height), int(channels), jpeg_draft=config.jpeg_draft)
 
 
 def _plots(folder: Path, folds: list[FoldResult], summary: dict, oof_at_threshold: dict,

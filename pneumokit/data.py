@@ -144,7 +144,7 @@ def _inspect(path: Path) -> dict:
         row["problem"] = "empty file (0 bytes)"
         return row
     try:
-        decode(data, _VALIDATE_SIZE)
+        decode(data, _VALIDATE_SIZE, draft=True)
         with Image.open(io.BytesIO(data)) as img:
             row["width"], row["height"], row["mode"] = img.width, img.height, img.mode
     except ImageDecodeError as exc:

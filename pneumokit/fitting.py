@@ -136,7 +136,8 @@ def fit(
     import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
-    pre = preprocessing or Preprocessing.for_architecture(arch, config.image_size)
+    pre = preprocessing or Preprocessing.for_architecture(arch, config.image_size,
+                                                          jpeg_draft=config.jpeg_draft)
     augs = build_augmentations(config.augment, catalog, seed=config.seed)
     train_images = load_images([str(p) for p in train_paths], pre, cache)
     train_ds = make_dataset(train_paths, train_labels, pre, batch_size=config.batch_size,

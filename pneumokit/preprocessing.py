@@ -4,8 +4,9 @@ Training (the tf.data pipeline), ONNX export metadata and the inference
 runtime all use this module, so what a model saw in training is replayed
 exactly at inference:
 
-1. decode with Pillow; for JPEG let libjpeg decode grayscale at a reduced DCT
-   scale no smaller than the target (``draft``), which is much faster on large originals;
+1. decode the whole image with Pillow (with the opt-in ``jpeg_draft``, a JPEG
+   is decoded by libjpeg at a reduced DCT scale no smaller than the target,
+   Pillow's ``draft``: faster on large originals, but few runtimes can do it);
 2. apply the EXIF orientation;
 3. convert to 8-bit grayscale (16-bit images are scaled by 255/65535, not clipped);
 4. resize to H x W with Pillow's bilinear filter (antialiased when shrinking;
@@ -84,19 +85,23 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     preset: str = "unit"
+    jpeg_draft: bool = JPEG_DRAFT
 
     @classmethod
-    def for_architecture(cls, arch, image_size: int | None = None) -> Preprocessing:
+    def for_architecture(cls, arch, image_size: int | None = None, *,
+                         jpeg_draft: bool = JPEG_DRAFT) -> Preprocessing:
         size = int(image_size or arch.image_size)
-        return cls.from_preset(arch.preprocessing, size, arch.channels)
+        return cls.from_preset(arch.preprocessing, size, arch.channels, jpeg_draft=jpeg_draft)
 
     @classmethod
-    def from_preset(cls, preset: str, image_size: int, channels: int) -> Preprocessing:
+    def from_preset(cls, preset: str, image_size: int, channels: int, *,
+                    jpeg_draft: bool = JPEG_DRAFT) -> Preprocessing:
         p = PREPROCESSING_PRESETS[preset]
         mean, std = list(p["mean"]), list(p["std"])
         if len(mean) == 1:
             mean, std = mean * channels, std * channels
-        return cls(image_size, image_size, channels, float(p["scale"]), tuple(mean), tuple(std), preset)
+        return cls(image_size, image_size, channels, float(p["scale"]), tuple(mean), tuple(std), preset,
+                   bool(jpeg_draft))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``pneumokit.preprocessing`` metadata: everything another runtime needs."""
@@ -108,7 +113,7 @@ class Preprocessing:
             "resize": RESIZE_METHOD,
             "antialias": True,
             "keep_aspect": False,
-            "jpeg_draft": JPEG_DRAFT,
+            "jpeg_draft": self.jpeg_draft,
             "library": "Pillow",
             "scale": self.scale,
             "mean": list(self.mean),
@@ -121,7 +126,7 @@ class Preprocessing:
         return cls(
             int(d["height"]), int(d["width"]), int(d["channels"]), float(d["scale"]),
             tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]),
-            d.get("preset", "custom"),
+            d.get("preset", "custom"), bool(d.get("jpeg_draft", False)),
         )
 
     def normalize(self, pixels):
@@ -138,7 +143,7 @@ class Preprocessing:
         """One file as a (H, W, 1) uint8 array, by the rule above."""
         if self.height != self.width:
             raise ValueError("only square inputs are supported")
-        return decode(source, self.height)[..., None]
+        return decode(source, self.height, draft=self.jpeg_draft)[..., None]
 
     def prepare(self, sources) -> np.ndarray:
         """Files as a float32 (N, H, W, C) model-input batch."""

@@ -93,7 +93,7 @@ def train(
         "validation": binary_metrics(y_val, prob, threshold),
         "validation_at_0.5": binary_metrics(y_val, prob, 0.5),
     }
-    pre = Preprocessing.for_architecture(arch, config.image_size)
+    pre = Preprocessing.for_architecture(arch, config.image_size, jpeg_draft=config.jpeg_draft)
     meta = model_metadata(
         arch, config, pre, index, root=result.root, threshold=threshold, metrics=metrics,
         kind="train", best_epoch=fitted.best_epoch, threshold_rule=rule, calibration=calibration,
