@@ -198,3 +198,31 @@ def test_evaluate_writes_report_and_plots(trained, tmp_path):
     seen = CliRunner().invoke(main, ["evaluate", "tiny", "--data", str(trained["data"]), "--split", "train",
                                      "--registry", str(trained["registry"]), "--output", str(tmp_path / "t")])
     assert seen.exit_code == 0 and "24 of these 24 images were in this model's training data" in seen.output
+
+
+@pytest.mark.slow
+def test_plain_pillow_runtime_agrees_on_full_size_originals(trained, tmp_path):
+    """Issue 14: a runtime that decodes the whole JPEG and then resizes (the onnxruntime-only
+    example, run with pneumokit, TensorFlow and Keras blocked) agrees with `pneumokit predict`
+    on the 60 full-resolution originals: max |Δp| <= 0.005 and identical labels."""
+    from pneumokit.preprocessing import decode
+
+    originals = sorted(str(p) for p in (ROOT.parent / "shared/data/originals").rglob("*.jpeg"))
+    assert len(originals) == 60
+    mv = Registry(trained["registry"]).get("tiny")
+    assert mv.metadata["preprocessing"]["jpeg_draft"] is False  # the default rule is portable
+    onnx_path = mv.path / "model.onnx"
+    blocker = ("import sys, runpy; sys.modules['pneumokit'] = None; sys.modules['tensorflow'] = None; "
+               "sys.modules['keras'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", blocker, str(EXAMPLE), str(onnx_path), *originals],
+                         capture_output=True, text=True, check=True)
+    theirs = {line.split(",")[0]: line.split(",")[1:] for line in out.stdout.splitlines()}
+    ours = {r["path"]: r for r in Predictor(onnx_path).predict_files(originals)}
+    assert set(theirs) == set(ours)
+    assert max(abs(float(theirs[k][0]) - ours[k]["probability"]) for k in ours) <= 0.005
+    assert all(theirs[k][1] == ours[k]["label"] for k in ours)
+    # the check can fail: libjpeg's reduced-scale decode gives other pixels on these files
+    size = mv.metadata["preprocessing"]["height"]
+    assert any(not np.array_equal(decode(p, size, draft=True), decode(p, size, draft=False))
+               for p in originals[:10])
