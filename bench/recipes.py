@@ -11,6 +11,8 @@ STRONG_AUGMENT = ("crop:scale=0.35-1,rotate:degrees=10,"
                   "brightness:factor=0.3,contrast:factor=0.3,gamma:factor=0.3")
 ACQUISITION_AUGMENT = ("crop:scale=0.35-1,rotate:degrees=10,jpeg:quality=30-95,blur:sigma=1,"
                        "noise:std=0.03,brightness:factor=0.3,contrast:factor=0.3,gamma:factor=0.3")
+MODERATE_AUGMENT = ("crop:scale=0.6-1,rotate:degrees=10,jpeg:quality=30-95,blur:sigma=1,"
+                    "noise:std=0.03,brightness:factor=0.2,contrast:factor=0.2,gamma:factor=0.2")
 # name -> (settings over TrainConfig's defaults, folds of an ensemble or 0 for one model)
 RECIPES = {
     "default": ({}, 0),
@@ -19,6 +21,11 @@ RECIPES = {
     "baseline_schedule": ({"augment": BASELINE_AUGMENT, "threshold_rule": "youden"}, 0),
     "strong": ({"augment": STRONG_AUGMENT, "threshold_rule": "youden"}, 0),
     "acquisition": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden"}, 0),
+    "acquisition_40_epochs": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden", "epochs": 40,
+                               "patience": 10}, 0),
+    "moderate": ({"augment": MODERATE_AUGMENT, "threshold_rule": "youden"}, 0),
+    "moderate_40_epochs": ({"augment": MODERATE_AUGMENT, "threshold_rule": "youden", "epochs": 40,
+                            "patience": 10}, 0),
     "acquisition_224": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden",
                          "image_size": 224}, 0),
     "default_ensemble": ({}, 5),

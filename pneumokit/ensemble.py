@@ -29,7 +29,7 @@ class CalibratedMean(keras.layers.Layer):
     [EPS, 1 - EPS]. The inputs are logits z_i, or with ``from_logits=False``
     probabilities p_i (then z_i = logit(clip(p_i)))."""
 
-    def __init__(self, temperature: float = 1.0, from_logits: bool = True, **kwargs):
+    def __init__(self, temperature: float = 1.0, from_logits: bool = False, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not temperature > 0:
