@@ -90,3 +90,12 @@ def test_bn_refresh_gives_the_exact_statistics_of_the_data():
     assert bn.momentum == 0.99  # restored
     bn.trainable = False  # a frozen layer is left alone
     assert refresh_batch_norm(model, images, pre, batch_size=10) == 0
+
+
+def test_head_without_from_logits_in_its_config_takes_probabilities():
+    """A saved head whose config lacks ``from_logits`` (the first form) still reads probabilities."""
+    from pneumokit.ensemble import CalibratedMean
+
+    head = CalibratedMean.from_config({"name": "h", "temperature": 2.0})
+    p = np.array([[0.2], [0.9]], dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(head(p)), apply_temperature(p, 2.0), rtol=1e-5)
