@@ -1,9 +1,16 @@
 """Temperature scaling of probabilities, and how calibrated they are (Brier score, ECE).
 
 Temperature scaling (Guo et al. 2017) divides a model's logit by one number
-``T`` fitted by maximum likelihood on held-out predictions: it makes the
-probabilities honest without changing the ranking (AUC) or the 0.5 decision.
-The exported model applies it inside the graph (``pneumokit.ensemble``).
+``T`` fitted by maximum likelihood on held-out predictions: it fixes over- or
+under-confidence without changing the ranking (AUC) or the 0.5 decision. The
+exported model applies it inside the graph (``pneumokit.ensemble``).
+
+pneumokit trains with class weights, so its models estimate the probability
+of PNEUMONIA for a *balanced* prior (as many NORMAL as PNEUMONIA patients).
+``fit_temperature`` keeps that meaning: each class weighs half in the fitted
+likelihood, and the targets are Platt's smoothed ones ((N+1)/(N+2) and
+1/(N+2)), so a perfectly separated validation set gives a finite temperature
+instead of one that drives every output to 0 or 1.
 """
 
 from __future__ import annotations
@@ -25,17 +32,21 @@ def apply_temperature(prob, temperature: float) -> np.ndarray:
 
 
 def fit_temperature(labels, prob) -> float:
-    """The temperature minimising the log loss of ``prob`` against 0/1 ``labels``."""
+    """The temperature minimising the class-balanced log loss of ``prob`` against 0/1
+    ``labels``, with Platt's smoothed targets (see the module's docstring)."""
     from scipy.optimize import minimize_scalar
 
     y = np.asarray(labels, dtype=np.float64).ravel()
     z = logit(prob).ravel()
-    if len(np.unique(y)) < 2:
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    if not n_pos or not n_neg:
         return 1.0  # nothing to fit against
+    target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    weight = np.where(y == 1, 0.5 / n_pos, 0.5 / n_neg)
 
     def nll(log_t):
         s = z / np.exp(log_t)
-        return float(np.mean(np.logaddexp(0.0, s) - y * s))  # -log sigmoid(s) for y=1, etc.
+        return float(np.sum(weight * (np.logaddexp(0.0, s) - target * s)))  # cross-entropy
 
     low, high = np.log(T_RANGE)
     return float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))

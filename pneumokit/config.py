@@ -72,6 +72,16 @@ class TrainConfig:
     skip_bad: bool = False
     jpeg_draft: bool = JPEG_DRAFT  # opt-in: faster decoding of large JPEGs (see above)
 
+    def __post_init__(self):
+        # Checked here, so a bad setting fails before any training, not after it.
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"threshold_rule {self.threshold_rule!r}: choose one of "
+                             f"{', '.join(THRESHOLD_RULES)}")
+        if self.target_sensitivity is not None and not 0.0 < self.target_sensitivity <= 1.0:
+            raise ValueError(f"target_sensitivity must be in (0, 1], got {self.target_sensitivity!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

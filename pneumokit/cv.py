@@ -165,7 +165,7 @@ def run_cv(
 
     from . import device
     from .ensemble import calibrated
-    from .fitting import fit, predict
+    from .fitting import compile_model, fit, predict
     from .pipeline import make_dataset
     from .progress import EpochBar
     from .provenance import (
@@ -184,8 +184,12 @@ def run_cv(
         if not record_path.is_file():
             raise ResumeError(f"{out} is not a pneumokit cv run folder (no {RUN_FILE})")
         saved = json.loads(record_path.read_text())
+        missing = sorted(set(CVConfig.__dataclass_fields__) - set(saved["config"]))
+        if missing:
+            raise ResumeError(f"{out} was started by an older pneumokit (its settings lack "
+                              f"{', '.join(missing)}): start a new run")
         config = config or CVConfig(**saved["config"])
-        if config.to_dict() != saved["config"]:
+        if _fold_settings(config.to_dict()) != _fold_settings(saved["config"]):
             raise ResumeError(f"{out} was run with other settings: {saved['config']}; resume with "
                               "the same options (or start a new run)")
         data_dir = data_dir or saved["data"]
@@ -237,7 +241,6 @@ def run_cv(
     table_of_folds.to_csv(out / "folds.csv", index=False)
 
     fold_results: list[FoldResult] = []
-    fold_models: dict[int, object] = {}  # this run's fold models (resumed ones load from disk)
     resumed: list[int] = []
     bar = tqdm(total=config.folds, desc="folds", unit="fold", disable=not progress, position=0)
     try:
@@ -267,10 +270,11 @@ def run_cv(
             fold = FoldResult(k, binary_metrics(y_held, prob, 0.5), fitted.best_epoch,
                               fitted.history, held["path"].tolist(), y_held, prob,
                               binary_metrics(y_held, prob, inner_threshold))
-            save_fold_model(fitted.model, out, k)
+            if config.ensemble:
+                save_fold_model(fitted.model, out, k)  # before the results: they mark the fold done
             write_json_atomic(path, fold.to_json())  # a finished fold survives a crash
             fold_results.append(fold)
-            fold_models[k] = fitted.model
+            del fitted  # one fold's model in memory at a time (the ensemble reloads them)
             bar.set_postfix(auc=f"{fold.metrics['auc']:.4f}")
             bar.update(1)
     finally:
@@ -304,9 +308,13 @@ def run_cv(
                          device=plan.to_dict(), wall_s=0.0, output=out, resumed_folds=resumed)
     if final:
         if config.ensemble:
-            models = [fold_models.get(f.fold) or load_fold_model(out, f.fold) for f in fold_results]
-            model, trained = calibrated(models, temperature, name=f"{arch.name}_ensemble"), {
-                "ensemble": {"folds": config.folds, "combine": "mean of the fold models' logits"}}
+            with (strategy or _default_strategy()).scope():
+                models = [load_fold_model(out, f.fold) for f in fold_results]
+                model = compile_model(calibrated(models, temperature, name=f"{arch.name}_ensemble"),
+                                      config.learning_rate)
+            trained = {"ensemble": {"folds": config.folds, "combine": "mean of the fold models' logits",
+                                    "calibration": "temperature fitted on the fold models' out-of-fold "
+                                                   "predictions"}}
             artifacts = {}
         else:
             epochs = max(1, int(np.median([f.best_epoch for f in fold_results])))
@@ -314,7 +322,9 @@ def run_cv(
                          epochs=epochs, preprocessing=pre, build_model=build_model, strategy=strategy,
                          jit_compile=plan.xla, callbacks=[EpochBar(epochs, "final model", progress)])
             fitted.history.to_csv(out / "final_history.csv", index=False)
-            model, trained = calibrated(fitted.model, temperature), {"final_epochs": epochs}
+            with (strategy or _default_strategy()).scope():
+                model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
+            trained = {"final_epochs": epochs}
             artifacts = {"history.csv": out / "final_history.csv"}
         meta = model_metadata(
             arch, config, pre, index, root=result.root, threshold=threshold,
@@ -336,6 +346,17 @@ def run_cv(
     cv_result.wall_s = time.perf_counter() - started
     write_json_atomic(out / "result.json", cv_result.to_dict())
     return cv_result
+
+
+def _fold_settings(config: dict) -> dict:
+    """The settings that decide the folds' results (``ensemble`` only decides what is registered)."""
+    return {k: v for k, v in config.items() if k != "ensemble"}
+
+
+def _default_strategy():
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
 
 
 def fold_model_path(out: Path, k: int) -> Path:

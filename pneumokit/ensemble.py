@@ -8,11 +8,12 @@ probabilities) keeps a confident majority confident and lets the one
 temperature apply to both cases.
 
 A model that ends in a one-unit sigmoid ``Dense`` layer (every built-in does)
-gives its logit exactly: the layer's weights are reused without the sigmoid.
-Recovering it from the probability instead (``log p - log(1 - p)``) is
-ill-conditioned near 0 and 1, where float32 rounding of ``p`` moves the logit
-a lot; that is only the fallback for other models. Importing this module
-registers the layer with Keras's loader.
+gives its logit exactly: the layer's weights are reused without the sigmoid,
+and the head is built from stock Keras layers. Recovering the logit from the
+probability instead (``log p - log(1 - p)``) is ill-conditioned near 0 and 1,
+where float32 rounding of ``p`` moves the logit a lot; that, in the custom
+``CalibratedMean`` layer, is only the fallback for other models. Importing
+this module registers that layer with Keras's loader.
 """
 
 from __future__ import annotations
@@ -70,32 +71,36 @@ def logit_tensor(model):
     return z
 
 
-def _head_input(model):
-    """(tensor, from_logits) of ``model``'s graph to feed the calibrated head."""
-    z = logit_tensor(model)
-    return (z, True) if z is not None else (model.outputs[0], False)
-
-
 def calibrated(models, temperature: float = 1.0, name: str | None = None):
     """One Keras model: the (mean of the) given model(s), temperature-scaled.
 
-    A single model is extended in place of its own graph (no nesting); several
-    models become sub-models of one graph, renamed ``fold_1`` ... ``fold_k``.
+    Models ending in a sigmoid ``Dense`` (every built-in) are combined from
+    stock Keras layers only — their logits, ``Average``, ``Rescaling(1 / T)``
+    and a sigmoid — so the saved file loads with plain Keras. Other models go
+    through ``CalibratedMean`` on their probabilities. A single model is
+    extended in place of its own graph (no nesting); several become sub-models
+    of one graph, named ``fold_1`` ... ``fold_k``.
     """
     models = list(models) if isinstance(models, (list, tuple)) else [models]
-    if len(models) == 1:
-        base = models[0]
-        head, from_logits = _head_input(base)
-        out = CalibratedMean(temperature, from_logits, name="probability_calibrated")(head)
-        return keras.Model(base.inputs, out, name=name or base.name)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
     shape = tuple(models[0].input_shape[1:])
     if any(tuple(m.input_shape[1:]) != shape for m in models):
         raise ValueError("models to average must share one input shape")
-    heads = [_head_input(m) for m in models]
-    from_logits = all(f for _, f in heads)
-    members = [keras.Model(m.inputs, head if from_logits else m.outputs[0], name=f"fold_{k}")
-               for k, (m, (head, _)) in enumerate(zip(models, heads, strict=True), start=1)]
-    inputs = keras.Input(shape=shape, name="image")
-    out = CalibratedMean(temperature, from_logits, name="probability_calibrated")(
-        [m(inputs) for m in members])
-    return keras.Model(inputs, out, name=name or "ensemble")
+    logits = [logit_tensor(m) for m in models]
+    exact = all(z is not None for z in logits)
+    if len(models) == 1:
+        inputs, outs = models[0].inputs, [logits[0] if exact else models[0].outputs[0]]
+    else:
+        members = [keras.Model(m.inputs, z if exact else m.outputs[0], name=f"fold_{k}")
+                   for k, (m, z) in enumerate(zip(models, logits, strict=True), start=1)]
+        inputs = keras.Input(shape=shape, name="image")
+        outs = [m(inputs) for m in members]
+    if exact:
+        z = outs[0] if len(outs) == 1 else keras.layers.Average(dtype="float32", name="mean_logit")(outs)
+        z = keras.layers.Rescaling(1.0 / float(temperature), dtype="float32", name="temperature")(z)
+        out = keras.layers.Activation("sigmoid", dtype="float32", name="calibrated_probability")(z)
+    else:
+        out = CalibratedMean(temperature, from_logits=False, name="calibrated_probability")(
+            outs if len(outs) > 1 else outs[0])
+    return keras.Model(inputs, out, name=name or (models[0].name if len(models) == 1 else "ensemble"))

@@ -41,8 +41,8 @@ def refresh_batch_norm(model, images: np.ndarray, preprocessing: Preprocessing,
 
     The moving averages collected during training lag behind the weights (and
     saw augmented images); here they become the plain average of the batch
-    statistics over the given uint8 (N, H, W, 1) images, as inference sees
-    them, with the weights fixed. Frozen layers (``trainable=False``, e.g. a
+    statistics (weighted by batch size) over the given uint8 (N, H, W, 1)
+    images, as inference sees them, with the weights fixed. Frozen layers (``trainable=False``, e.g. a
     frozen backbone) are left alone. Returns the number of layers refreshed.
     """
     import keras
@@ -54,10 +54,10 @@ def refresh_batch_norm(model, images: np.ndarray, preprocessing: Preprocessing,
         return 0
     saved = [la.momentum for la in layers]
     try:
-        for step, start in enumerate(range(0, len(images), batch_size)):
-            for la in layers:
-                la.momentum = step / (step + 1)  # running mean of the batch statistics
-            x = preprocessing.normalize(images[start:start + batch_size].astype(np.float32))
+        for seen in range(0, len(images), batch_size):
+            x = preprocessing.normalize(images[seen:seen + batch_size].astype(np.float32))
+            for la in layers:  # the mean of the batch statistics, each weighted by its size
+                la.momentum = seen / (seen + len(x))
             model(tf.constant(x), training=True)
     finally:
         for la, m in zip(layers, saved, strict=True):
@@ -107,6 +107,7 @@ def fit(
     val_labels=None,
     *,
     epochs: int | None = None,
+    schedule_epochs: int | None = None,
     callbacks=(),
     cache: str = "",
     preprocessing: Preprocessing | None = None,
@@ -118,7 +119,9 @@ def fit(
 
     With validation images: early stopping on validation AUC (patience from
     the config), best weights restored. Without: exactly ``epochs`` epochs.
-    The learning rate follows ``config.lr_schedule`` over the maximum epochs;
+    The learning rate follows ``config.lr_schedule`` over ``schedule_epochs``
+    (default ``config.epochs``: a final fit for the folds' median best epoch
+    then follows the folds' own trajectory);
     with ``config.bn_refresh`` the batch-norm statistics are re-estimated on
     the unaugmented training images at the end (``refresh_batch_norm``).
 
@@ -143,7 +146,8 @@ def fit(
     train_ds = make_dataset(train_paths, train_labels, pre, batch_size=config.batch_size,
                             training=True, augmentations=augs, seed=config.seed, images=train_images)
     epochs = epochs or config.epochs
-    rate = learning_rate_schedule(config, -(-len(train_paths) // config.batch_size), epochs)
+    rate = learning_rate_schedule(config, -(-len(train_paths) // config.batch_size),
+                                  max(epochs, schedule_epochs or config.epochs))
     with (strategy or tf.distribute.get_strategy()).scope():
         if build_model is not None:
             model = build_model()

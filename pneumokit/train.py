@@ -11,7 +11,7 @@ from pathlib import Path
 from .calibration import apply_temperature, calibration_report, fit_temperature
 from .config import CLASS_NAMES, CV_SPLITS, TrainConfig
 from .data import Problem, scan
-from .fitting import fit
+from .fitting import compile_model, fit
 from .metrics import binary_metrics, choose_threshold
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
@@ -112,7 +112,8 @@ def train(
                        CLASS_NAMES, f"validation, threshold {threshold:.3f}")
         reliability = reliability_diagram(y_val, fitted.val_prob, prob, Path(tmp) / "reliability.png",
                                           f"validation split, temperature {temperature:.3f}")
-        version = registry.save(name, calibrated(fitted.model, temperature), meta, artifacts={
+        model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
+        version = registry.save(name, model, meta, artifacts={
             "history.csv": history_csv, "plots/training_curves.png": curves,
             "plots/confusion.png": cm, "plots/reliability.png": reliability,
             TRAINING_IMAGES: training_images(index),

@@ -1,5 +1,10 @@
 """Temperature scaling, calibration measures, the calibrated head, the schedule and the BN refresh."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -24,6 +29,25 @@ def test_fit_temperature_recovers_a_known_temperature():
     assert expected_calibration_error(labels, fixed) < 0.3 * expected_calibration_error(labels, overconfident)
     assert brier_score(labels, fixed) < brier_score(labels, overconfident)
     np.testing.assert_array_equal(fixed >= 0.5, overconfident >= 0.5)  # the 0.5 decision is unchanged
+
+
+def test_separable_predictions_give_a_finite_temperature():
+    """Perfectly separated validation predictions must not drive T to its bound (outputs 0/1)."""
+    labels = np.r_[np.zeros(10), np.ones(20)]
+    prob = np.r_[np.linspace(0.05, 0.4, 10), np.linspace(0.6, 0.95, 20)]
+    t = fit_temperature(labels, prob)
+    assert 0.1 < t < 10
+    assert apply_temperature(prob, t).max() < 0.999
+
+
+def test_temperature_weighs_the_classes_equally():
+    """Repeating one class's predictions does not move the fitted temperature."""
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(200), np.ones(200)]
+    prob = 1 / (1 + np.exp(-(rng.normal(0, 1, 400) + 3 * (labels - 0.5)) * 2))
+    more = np.r_[labels, np.ones(200)], np.r_[prob, prob[labels == 1]]
+    # only the smoothed target (N+1)/(N+2) moves with N: a few percent here
+    assert fit_temperature(*more) == pytest.approx(fit_temperature(labels, prob), rel=0.05)
 
 
 def test_measures_on_hand_computed_cases():
@@ -51,8 +75,15 @@ def test_calibrated_head_matches_numpy_and_survives_save_load(tmp_path, temperat
     expected = apply_temperature(base.predict(x, verbose=0).ravel(), temperature)
     np.testing.assert_allclose(model.predict(x, verbose=0).ravel(), expected, rtol=1e-4, atol=1e-6)
     model.save(tmp_path / "m.keras")
-    again = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-7)
+    # stock layers only: plain Keras loads it in a process that never imported pneumokit
+    code = ("import sys, json, keras, numpy as np; sys.modules['pneumokit'] = None; "
+            f"m = keras.saving.load_model({str(tmp_path / 'm.keras')!r}); "
+            "print(json.dumps(np.asarray(m.predict(np.load(sys.argv[1]), verbose=0)).ravel().tolist()))")
+    np.save(tmp_path / "x.npy", x)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npy")], capture_output=True,
+                         text=True, check=True, env={**os.environ, "KERAS_HOME": str(tmp_path)})
+    again = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
+    np.testing.assert_allclose(again, model.predict(x, verbose=0).ravel(), atol=1e-6)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         calibrated(base, 0.0)
 
@@ -67,7 +98,9 @@ def test_cosine_schedule_warms_up_and_decays_to_zero():
     assert np.all(np.diff(rates[2:]) <= 1e-12) and rates[-1] < 1e-6
     assert learning_rate_schedule(TrainConfig(lr_schedule="constant"), 10, 20) == 1e-3
     with pytest.raises(ValueError, match="lr_schedule 'step'"):
-        learning_rate_schedule(TrainConfig(lr_schedule="step"), 10, 20)
+        TrainConfig(lr_schedule="step")  # refused before any training
+    with pytest.raises(ValueError, match="threshold_rule 'f1'"):
+        TrainConfig(threshold_rule="f1")
 
 
 def test_bn_refresh_gives_the_exact_statistics_of_the_data():
@@ -79,14 +112,16 @@ def test_bn_refresh_gives_the_exact_statistics_of_the_data():
     inputs = keras.Input((8, 8, 1))
     bn = keras.layers.BatchNormalization(momentum=0.99)
     model = keras.Model(inputs, bn(inputs))
-    images = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (43, 8, 8, 1), dtype=np.uint8)
     pre = Preprocessing.from_preset("unit", 8, 1)
     assert refresh_batch_norm(model, images, pre, batch_size=10) == 1
     x = images.astype(np.float64) / 255
-    batch_means = [x[i:i + 10].mean() for i in range(0, 40, 10)]
-    batch_vars = [x[i:i + 10].var() for i in range(0, 40, 10)]
-    assert float(bn.moving_mean.numpy()[0]) == pytest.approx(np.mean(batch_means), rel=1e-4)
-    assert float(bn.moving_variance.numpy()[0]) == pytest.approx(np.mean(batch_vars), rel=1e-3)
+    batches = [x[i:i + 10] for i in range(0, 43, 10)]  # the last one holds 3 images
+    sizes = [len(b) for b in batches]
+    mean = np.average([b.mean() for b in batches], weights=sizes)
+    var = np.average([b.var() for b in batches], weights=sizes)
+    assert float(bn.moving_mean.numpy()[0]) == pytest.approx(mean, rel=1e-4)
+    assert float(bn.moving_variance.numpy()[0]) == pytest.approx(var, rel=1e-3)
     assert bn.momentum == 0.99  # restored
     bn.trainable = False  # a frozen layer is left alone
     assert refresh_batch_norm(model, images, pre, batch_size=10) == 0

@@ -80,7 +80,9 @@ def test_final_model_registered_with_cv_metadata(run):
         mv.verify(artifact)
     assert result.final_model.output_shape == (None, 1)
     assert mv.metadata["calibration"]["temperature"] == pytest.approx(result.calibration["temperature"])
-    assert result.final_model.layers[-1].temperature == pytest.approx(result.calibration["temperature"])
+    head = result.final_model.get_layer("temperature")  # stock Keras: Rescaling(1 / T)
+    assert head.scale == pytest.approx(1 / result.calibration["temperature"])
+    assert result.final_model.compiled  # the original API's users may call evaluate() on it
 
 
 def test_youden_rule_on_calibrated_oof(data, tmp_path):
@@ -153,7 +155,7 @@ def test_resume_after_interrupt_gives_same_results(data, tmp_path, monkeypatch):
         run_cv(config, data, output=tmp_path / "broken", final=False, echo=lambda s: None)
     monkeypatch.setattr(fitting, "fit", real_fit)
     kept = sorted(p.name for p in (tmp_path / "broken" / "folds").iterdir())
-    assert kept == ["fold_1.json", "fold_1.keras"]
+    assert kept == ["fold_1.json"]  # fold models are kept only for --ensemble
 
     resumed = run_cv(None, None, resume=tmp_path / "broken", final=False, echo=lambda s: None)
     assert resumed.resumed_folds == [1]
