@@ -3,7 +3,7 @@
 1. First-pass decode time (threads, ``decoding.decode_all``) of the 60
    full-resolution originals and of the 5,232 shared 224-px images, with the
    full decode (the default rule) and with the opt-in ``jpeg_draft``
-   (libjpeg's reduced DCT scale). Medians of interleaved rounds.
+   (libjpeg's reduced DCT scale). Means of interleaved rounds.
 2. Pixel agreement with the rule, at 128 and 224 px, on the 60 originals, of:
    the ``jpeg_draft`` decode, and OpenCV's ``imread(IMREAD_GRAYSCALE)`` then
    ``resize`` with ``INTER_AREA`` or ``INTER_LINEAR``.
@@ -31,13 +31,10 @@ from pneumokit.preprocessing import Preprocessing  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def median_time(fn, rounds):
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+def seconds(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def opencv(path, size, interpolation):
@@ -62,8 +59,8 @@ def main():
             full, draft = (Preprocessing.from_preset("unit", size, 1, jpeg_draft=d) for d in (False, True))
             t_full = t_draft = 0.0
             for _ in range(rounds):  # interleaved, so drift hits both alike
-                t_full += median_time(lambda p=full, x=paths: decode_all(x, p), 1)
-                t_draft += median_time(lambda p=draft, x=paths: decode_all(x, p), 1)
+                t_full += seconds(lambda p=full, x=paths: decode_all(x, p))
+                t_draft += seconds(lambda p=draft, x=paths: decode_all(x, p))
             out[f"{name}_{size}px_full_s"] = round(t_full / rounds, 3)
             out[f"{name}_{size}px_draft_s"] = round(t_draft / rounds, 3)
             out[f"{name}_{size}px_full_images_per_s"] = round(len(paths) / (t_full / rounds), 1)

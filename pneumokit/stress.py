@@ -114,9 +114,11 @@ SHIFTS: dict[str, Callable[[Image.Image], bytes]] = {
 
 def shifted_file(path, shift: str) -> bytes:
     """The bytes of ``path`` after ``shift`` (a name in ``SHIFTS``), as a new image file."""
+    from PIL import ImageOps
+
     from .preprocessing import to_grayscale8
 
     with Image.open(path) as img:
         img.load()
-        gray = to_grayscale8(img)
+        gray = to_grayscale8(ImageOps.exif_transpose(img))
     return SHIFTS[shift](gray)
