@@ -15,7 +15,7 @@ MODERATE_AUGMENT = ("crop:scale=0.6-1,rotate:degrees=10,jpeg:quality=30-95,blur:
                     "noise:std=0.03,brightness:factor=0.2,contrast:factor=0.2,gamma:factor=0.2")
 # name -> (settings over TrainConfig's defaults, folds of an ensemble or 0 for one model)
 RECIPES = {
-    "default": ({}, 0),
+    "default": ({}, 0),  # since issue 9 the same as "moderate" with the calibrated 0.5 rule
     "baseline": ({"augment": BASELINE_AUGMENT, "lr_schedule": "constant", "bn_refresh": False,
                   "threshold_rule": "youden"}, 0),
     "baseline_schedule": ({"augment": BASELINE_AUGMENT, "threshold_rule": "youden"}, 0),

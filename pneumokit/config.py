@@ -28,9 +28,13 @@ RESIZE_METHOD = "bilinear"  # Pillow's bilinear filter, antialiased when shrinki
 # probabilities by up to 0.24. An opt-in speed setting, recorded in the contract.
 JPEG_DRAFT = False
 
-# Training. Augmentation default: small geometric and photometric changes an
-# X-ray plausibly shows; no left-right flip, since anatomy is not symmetric.
-DEFAULT_AUGMENT = "crop,rotate,brightness,contrast"
+# Training. Augmentation default, chosen with bench/robustness.py (docs/performance.md):
+# random resized crops (60-100% of the area), small rotations, and what differs
+# between hospitals' acquisition and export — JPEG compression, blur, noise,
+# brightness, contrast, gamma. No left-right flip: anatomy is not symmetric.
+# Kept in the order geometric, image, pointwise so the pipeline fuses it.
+DEFAULT_AUGMENT = ("crop:scale=0.6-1,rotate:degrees=10,jpeg:quality=30-95,blur:sigma=1,noise:std=0.03,"
+                   "brightness:factor=0.2,contrast:factor=0.2,gamma:factor=0.2")
 DEFAULT_EPOCHS = 20
 DEFAULT_LEARNING_RATE = 1e-3  # the peak of the schedule
 # Learning-rate schedule: "cosine" warms up linearly for WARMUP_EPOCHS, then decays

@@ -204,3 +204,9 @@ def test_images_of_the_wrong_shape_are_refused(small_index):
     with pytest.raises(ValueError, match=r"expected uint8 \(12, 32, 32, 1\)"):
         make_pipeline(small_index.path, small_index.label, pre, batch_size=4,
                       images=np.zeros((12, 40, 40, 1), np.uint8))
+
+
+def test_default_augmentation_takes_the_fused_path():
+    from pneumokit.config import DEFAULT_AUGMENT
+
+    assert FusedAugmentation.supports(build_augmentations(DEFAULT_AUGMENT, get_catalog(), seed=0))
