@@ -396,17 +396,31 @@ def registry_show(ref, registry_root, as_json):
     click.echo(f"{mv.ref}  ({mv.path})")
     click.echo(f"  created: {meta.get('created_at')}  architecture: {meta['architecture']['name']} "
                f"({meta['architecture']['plugin']} {meta['architecture']['plugin_version']})")
+    rule = f" ({meta['threshold_rule']})" if meta.get("threshold_rule") else ""
     click.echo(f"  input: {meta['image_size']}x{meta['image_size']}x{meta['channels']}  "
-               f"threshold: {meta['threshold']:.4f}")
+               f"threshold: {meta['threshold']:.4f}{rule}")
+    if meta.get("calibration"):
+        cal = meta["calibration"]
+        click.echo(f"  calibration: temperature {cal['temperature']:.3f} (Brier {cal['brier']:.4f}, "
+                   f"ECE {cal['ece']:.4f})")
+    if meta.get("ensemble"):
+        click.echo(f"  ensemble: mean of {meta['ensemble']['folds']} fold models")
     for key, value in meta.get("metrics", {}).items():
         if isinstance(value, dict) and "auc" in value:
             click.echo(f"  {key}: " + "  ".join(
-                f"{k} {value[k]:.4f}" for k in ("auc", "accuracy", "recall", "specificity")))
+                f"{k} {_figure(value[k])}" for k in ("auc", "accuracy", "recall", "specificity")))
     onnx_info = meta.get("onnx")
     if onnx_info:
         click.echo(f"  onnx: opset {onnx_info['opset']}, parity max |diff| "
                    f"{onnx_info['parity']['max_abs_diff']:.2e}")
     click.echo("  artifacts: " + ", ".join(sorted(meta.get("artifacts", {}))))
+
+
+def _figure(value) -> str:
+    """A metric as ``0.9876``, or a CV summary ``{"mean", "std"}`` as ``0.9876 ± 0.0012``."""
+    if isinstance(value, dict):
+        return f"{value['mean']:.4f} ± {value['std']:.4f}"
+    return f"{value:.4f}"
 
 
 @registry_group.command("alias")

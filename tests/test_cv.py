@@ -85,6 +85,17 @@ def test_final_model_registered_with_cv_metadata(run):
     assert result.final_model.compiled  # the original API's users may call evaluate() on it
 
 
+def test_registry_show_prints_a_cv_model(run):
+    """A cv model's metrics are mean/std summaries: `registry show` prints them, not a traceback."""
+    result, _ = run
+    out = CliRunner().invoke(main, ["registry", "show", result.version.ref, "--registry",
+                                    str(result.version.path.parent.parent)])
+    assert out.exit_code == 0, out.output
+    assert "threshold: 0.5000 (0.5 on calibrated probabilities)" in out.stdout
+    assert f"cv: auc {result.summary['auc']['mean']:.4f} ± {result.summary['auc']['std']:.4f}" in out.stdout
+    assert "calibration: temperature" in out.stdout
+
+
 def test_youden_rule_on_calibrated_oof(data, tmp_path):
     from pneumokit.metrics import youden_threshold
 
