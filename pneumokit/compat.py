@@ -74,7 +74,9 @@ def perform_optimized_cross_validation(
     (cv_results, cv_df, final_model): ``cv_results`` is a dict with per-fold
     metrics and histories (and the full ``CVResult`` under ``"result"``),
     ``cv_df`` the per-fold table with mean and std rows, ``final_model`` the
-    Keras model trained on all the data (None with ``final=False``).
+    compiled Keras model trained on all the data, its output calibrated (the
+    temperature is a ``Rescaling`` layer inside it; plain Keras reloads a saved
+    copy), or None with ``final=False``.
     """
     from .cv import run_cv
 
