@@ -81,6 +81,20 @@ def reliability(labels, prob, bins: int = 10) -> list[dict]:
             for b in range(bins) if (which == b).any()]
 
 
+def calibrate(labels, prob, rule: str, target_sensitivity: float | None = None):
+    """Fit the temperature on held-out ``prob``, then choose the threshold on the calibrated ones.
+
+    Returns ``(calibrated probabilities, threshold, the rule in words, calibration_report)``;
+    ``rule`` and ``target_sensitivity`` are as in ``metrics.choose_threshold``.
+    """
+    from .metrics import choose_threshold
+
+    temperature = fit_temperature(labels, prob)
+    calibrated = apply_temperature(prob, temperature)
+    threshold, rule_text = choose_threshold(labels, calibrated, rule, target_sensitivity)
+    return calibrated, threshold, rule_text, calibration_report(labels, prob, temperature)
+
+
 def calibration_report(labels, prob, temperature: float) -> dict:
     """Brier score and ECE before and after applying ``temperature``."""
     calibrated = apply_temperature(prob, temperature)

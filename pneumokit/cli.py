@@ -238,11 +238,10 @@ def fit_options(command):
     return command
 
 
-def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool, jpeg_draft: bool = False):
+def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool):
     """A ``TrainConfig``/``CVConfig`` from the options given; the rest keep their defaults."""
-    flags = {"jpeg_draft": True} if jpeg_draft else {}
     return cls(**{k: v for k, v in given.items() if v is not None},
-               options=_parse_options(options), skip_bad=skip_bad, **flags)
+               options=_parse_options(options), skip_bad=skip_bad)
 
 
 @main.command("train")
@@ -261,8 +260,9 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
     given = {"architecture": architecture, "epochs": epochs, "batch_size": batch_size,
              "image_size": image_size, "augment": augment, "learning_rate": learning_rate,
              "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
-             "target_sensitivity": target_sensitivity, "val_fraction": val_fraction, "seed": seed}
-    config = _config(TrainConfig, given, options, skip_bad, jpeg_draft)
+             "target_sensitivity": target_sensitivity, "val_fraction": val_fraction, "seed": seed,
+             "jpeg_draft": jpeg_draft or None}
+    config = _config(TrainConfig, given, options, skip_bad)
     with _user_errors():
         result = train(config, data_dir, registry=Registry(registry_root), name=name,
                        progress=progress_enabled(quiet or as_json),
@@ -318,10 +318,10 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
              "target_sensitivity": target_sensitivity, "learning_rate": learning_rate,
              "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
              "ensemble": ensemble, "val_fraction": val_fraction, "precision": precision, "xla": xla,
-             "seed": seed}
+             "seed": seed, "jpeg_draft": jpeg_draft or None}
     config = None
-    if resume is None or any(v is not None for v in given.values()) or options or skip_bad or jpeg_draft:
-        config = _config(CVConfig, given, options, skip_bad, jpeg_draft)
+    if resume is None or any(v is not None for v in given.values()) or options or skip_bad:
+        config = _config(CVConfig, given, options, skip_bad)
     notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
     with _user_errors():
         try:

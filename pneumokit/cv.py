@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .calibration import apply_temperature, calibration_report, fit_temperature
+from .calibration import calibrate
 from .config import CLASS_NAMES, CV_SPLITS, CVConfig
 from .data import scan
 from .metrics import METRICS, binary_metrics, choose_threshold, summarize
@@ -287,11 +287,9 @@ def run_cv(
     if len(oof) != len(index):
         raise ResumeError(f"out-of-fold predictions cover {len(oof)} of {len(index)} images: the "
                           f"saved folds in {out} do not match the data; start a new run")
-    temperature = fit_temperature(oof["label"], oof["probability"])
-    calibration = calibration_report(oof["label"], oof["probability"], temperature)
-    oof["calibrated"] = apply_temperature(oof["probability"], temperature)
-    threshold, rule = choose_threshold(oof["label"], oof["calibrated"], config.threshold_rule,
-                                       config.target_sensitivity)
+    oof["calibrated"], threshold, rule, calibration = calibrate(
+        oof["label"], oof["probability"], config.threshold_rule, config.target_sensitivity)
+    temperature = calibration["temperature"]
     oof_metrics = {"at_threshold": binary_metrics(oof["label"], oof["calibrated"], threshold),
                    "at_0.5": binary_metrics(oof["label"], oof["calibrated"], 0.5)}
     tuned = summarize([f.tuned for f in fold_results])
@@ -308,7 +306,7 @@ def run_cv(
                          device=plan.to_dict(), wall_s=0.0, output=out, resumed_folds=resumed)
     if final:
         if config.ensemble:
-            with (strategy or _default_strategy()).scope():
+            with strategy.scope():
                 models = [load_fold_model(out, f.fold) for f in fold_results]
                 model = compile_model(calibrated(models, temperature, name=f"{arch.name}_ensemble"),
                                       config.learning_rate)
@@ -322,7 +320,7 @@ def run_cv(
                          epochs=epochs, preprocessing=pre, build_model=build_model, strategy=strategy,
                          jit_compile=plan.xla, callbacks=[EpochBar(epochs, "final model", progress)])
             fitted.history.to_csv(out / "final_history.csv", index=False)
-            with (strategy or _default_strategy()).scope():
+            with strategy.scope():
                 model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
             trained = {"final_epochs": epochs}
             artifacts = {"history.csv": out / "final_history.csv"}
@@ -351,12 +349,6 @@ def run_cv(
 def _fold_settings(config: dict) -> dict:
     """The settings that decide the folds' results (``ensemble`` only decides what is registered)."""
     return {k: v for k, v in config.items() if k != "ensemble"}
-
-
-def _default_strategy():
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy()
 
 
 def fold_model_path(out: Path, k: int) -> Path:

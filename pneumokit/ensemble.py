@@ -26,27 +26,22 @@ from .calibration import EPS
 
 @keras.saving.register_keras_serializable(package="pneumokit")
 class CalibratedMean(keras.layers.Layer):
-    """``sigmoid(mean(z_i) / temperature)`` over one or more (N, 1) inputs, clipped to
-    [EPS, 1 - EPS]. The inputs are logits z_i, or with ``from_logits=False``
-    probabilities p_i (then z_i = logit(clip(p_i)))."""
+    """``sigmoid(mean(z_i) / temperature)`` over one or more (N, 1) probability inputs p_i,
+    z_i = logit(clip(p_i)), clipped to [EPS, 1 - EPS]."""
 
-    def __init__(self, temperature: float = 1.0, from_logits: bool = False, **kwargs):
+    def __init__(self, temperature: float = 1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         self.temperature = float(temperature)
-        self.from_logits = bool(from_logits)
 
     def call(self, inputs):
         values = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         logits = []
         for v in values:
-            v = ops.cast(v, "float32")
-            if not self.from_logits:
-                v = ops.clip(v, EPS, 1.0 - EPS)
-                v = ops.log(v) - ops.log(1.0 - v)  # log1p has no tf2onnx converter
-            logits.append(v)
+            v = ops.clip(ops.cast(v, "float32"), EPS, 1.0 - EPS)
+            logits.append(ops.log(v) - ops.log(1.0 - v))  # log1p has no tf2onnx converter
         mean = logits[0] if len(logits) == 1 else ops.mean(ops.stack(logits, axis=0), axis=0)
         # never exactly 0 or 1: a threshold of 0 or 1 keeps its meaning
         return ops.clip(ops.sigmoid(mean / self.temperature), EPS, 1.0 - EPS)
@@ -55,7 +50,7 @@ class CalibratedMean(keras.layers.Layer):
         return input_shape[0] if isinstance(input_shape, list) else input_shape
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature, "from_logits": self.from_logits}
+        return {**super().get_config(), "temperature": self.temperature}
 
 
 def logit_tensor(model):
@@ -101,6 +96,6 @@ def calibrated(models, temperature: float = 1.0, name: str | None = None):
         z = keras.layers.Rescaling(1.0 / float(temperature), dtype="float32", name="temperature")(z)
         out = keras.layers.Activation("sigmoid", dtype="float32", name="calibrated_probability")(z)
     else:
-        out = CalibratedMean(temperature, from_logits=False, name="calibrated_probability")(
+        out = CalibratedMean(temperature, name="calibrated_probability")(
             outs if len(outs) > 1 else outs[0])
     return keras.Model(inputs, out, name=name or (models[0].name if len(models) == 1 else "ensemble"))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import Architecture
-from .config import LR_SCHEDULES, WARMUP_EPOCHS, TrainConfig
+from .config import WARMUP_EPOCHS, TrainConfig
 from .data import class_weights
 from .pipeline import build_augmentations, load_images, make_dataset
 from .preprocessing import Preprocessing
@@ -20,12 +20,10 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int, epochs: in
 
     ``cosine`` rises linearly from 0 to ``config.learning_rate`` over the first
     ``WARMUP_EPOCHS`` epochs (fewer when there are few), then follows a cosine
-    down to 0 at the end of ``epochs``.
+    down to 0 at the end of ``epochs`` (``TrainConfig`` checks the name).
     """
     import keras
 
-    if config.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule {config.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
     if config.lr_schedule == "constant":
         return config.learning_rate
     total = max(1, steps_per_epoch * epochs)
@@ -42,8 +40,9 @@ def refresh_batch_norm(model, images: np.ndarray, preprocessing: Preprocessing,
     The moving averages collected during training lag behind the weights (and
     saw augmented images); here they become the plain average of the batch
     statistics (weighted by batch size) over the given uint8 (N, H, W, 1)
-    images, as inference sees them, with the weights fixed. Frozen layers (``trainable=False``, e.g. a
-    frozen backbone) are left alone. Returns the number of layers refreshed.
+    images, as inference sees them, with the weights fixed. Frozen layers
+    (``trainable=False``, e.g. a frozen backbone) are left alone. Returns the
+    number of layers refreshed.
     """
     import keras
     import tensorflow as tf
@@ -139,6 +138,7 @@ def fit(
     import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
+    strategy = strategy or tf.distribute.get_strategy()
     pre = preprocessing or Preprocessing.for_architecture(arch, config.image_size,
                                                           jpeg_draft=config.jpeg_draft)
     augs = build_augmentations(config.augment, catalog, seed=config.seed)
@@ -148,7 +148,7 @@ def fit(
     epochs = epochs or config.epochs
     rate = learning_rate_schedule(config, -(-len(train_paths) // config.batch_size),
                                   max(epochs, schedule_epochs or config.epochs))
-    with (strategy or tf.distribute.get_strategy()).scope():
+    with strategy.scope():
         if build_model is not None:
             model = build_model()
         else:
@@ -168,7 +168,7 @@ def fit(
     hist.insert(0, "epoch", np.arange(1, len(hist) + 1))
     best_epoch = int(hist["val_auc"].idxmax() + 1) if "val_auc" in hist else len(hist)
     if config.bn_refresh:
-        with (strategy or tf.distribute.get_strategy()).scope():
+        with strategy.scope():
             refresh_batch_norm(model, train_images, pre, config.batch_size)
     val_prob = None
     if val_ds is not None:

@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .calibration import apply_temperature, calibration_report, fit_temperature
+from .calibration import calibrate
 from .config import CLASS_NAMES, CV_SPLITS, TrainConfig
 from .data import Problem, scan
 from .fitting import compile_model, fit
-from .metrics import binary_metrics, choose_threshold
+from .metrics import binary_metrics
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
 from .provenance import TRAINING_IMAGES, model_metadata, training_images, unparsed_warning
@@ -84,10 +84,9 @@ def train(
                  va["path"].tolist(), va["label"].to_numpy(),
                  callbacks=[EpochBar(config.epochs, f"train {arch.name}", enabled=progress)])
     y_val = va["label"].to_numpy()
-    temperature = fit_temperature(y_val, fitted.val_prob)
-    prob = apply_temperature(fitted.val_prob, temperature)
-    threshold, rule = choose_threshold(y_val, prob, config.threshold_rule, config.target_sensitivity)
-    calibration = calibration_report(y_val, fitted.val_prob, temperature)
+    prob, threshold, rule, calibration = calibrate(y_val, fitted.val_prob, config.threshold_rule,
+                                                   config.target_sensitivity)
+    temperature = calibration["temperature"]
     # Temperature and threshold come from the images they are scored on: optimistic.
     metrics = {
         "validation": binary_metrics(y_val, prob, threshold),
