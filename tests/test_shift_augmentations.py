@@ -43,6 +43,7 @@ def test_crop_full_scale_square_ratio_is_identity(images):
 
 def test_crop_fixed_form_unchanged():
     assert build("crop").scale is None and build("crop:fraction=0.8").fraction == 0.8
+    assert build("crop:scale=None").scale is None  # the default as list-augmentations prints it
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -229,7 +229,9 @@ class RandomCropResize(GeometricAugmentation):
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"crop fraction must be in (0, 1], got {fraction!r}")
         self.fraction = float(fraction)
-        self.scale = None if scale in (None, "", "none") else parse_range(scale, "crop scale", 1e-3, 1.0)
+        # "None" as list-augmentations prints the default, in any case: the fixed form
+        unset = scale is None or str(scale).strip().lower() in ("", "none")
+        self.scale = None if unset else parse_range(scale, "crop scale", 1e-3, 1.0)
         self.ratio = parse_range(ratio, "crop ratio", 0.1, 10.0)
 
     def inverse_maps(self, batch, height, width, seed):
