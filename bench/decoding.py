@@ -52,6 +52,8 @@ def main():
     args = parser.parse_args()
     originals = sorted(Path(args.shared, "originals").rglob("*.jpeg"))
     shared = sorted(str(p) for p in Path(args.shared, "chest_xray").rglob("*.jpeg"))
+    if not originals or not shared:
+        parser.error(f"--shared {args.shared}: expected originals/ and chest_xray/ with JPEGs inside")
     out = {"originals": len(originals), "shared_images": len(shared)}
 
     for name, paths, rounds in (("originals", originals, args.rounds), ("shared", shared, args.rounds)):

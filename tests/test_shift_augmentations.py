@@ -52,6 +52,8 @@ def test_crop_fixed_form_unchanged():
     ("jpeg:quality=0-50", "jpeg quality"),
     ("blur:sigma=-1", "blur sigma"),
     ("noise:std=2", "noise std"),
+    ("noise:std=abc", "noise std .* got 'abc'"),
+    ("gamma:factor=-1", "gamma factor must be a number >= 0"),
 ])
 def test_bad_parameters_name_the_value(spec, message):
     with pytest.raises(ValueError, match=message):

@@ -196,6 +196,18 @@ class RandomContrast(PointwiseAugmentation):
         return {**super().get_config(), "factor": self.factor}
 
 
+def number_in(value, name: str, low: float, high: float = math.inf) -> float:
+    """``value`` as a float within [low, high], or a ValueError that names it and the range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not low <= number <= high:
+        bound = f"in [{low:g}, {high:g}]" if high < math.inf else f">= {low:g}"
+        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+    return number
+
+
 def parse_range(value, name: str, low: float, high: float) -> tuple[float, float]:
     """``"0.35-1"``, ``(0.35, 1)`` or a single number as a (min, max) pair within [low, high]."""
     if isinstance(value, str):
@@ -309,9 +321,7 @@ class RandomGamma(PointwiseAugmentation):
 
     def __init__(self, factor: float = 0.3, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= factor:
-            raise ValueError(f"gamma factor must be >= 0, got {factor!r}")
-        self.factor = float(factor)
+        self.factor = number_in(factor, "gamma factor", 0.0)
 
     def sample(self, batch, seed):
         r = math.log1p(self.factor)
@@ -362,9 +372,7 @@ class RandomBlur(ImageAugmentation):
 
     def __init__(self, sigma: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= sigma <= 10.0:
-            raise ValueError(f"blur sigma must be in [0, 10] pixels, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = number_in(sigma, "blur sigma (pixels)", 0.0, 10.0)
 
     def sample(self, batch, seed):
         return self.per_image(batch, seed, 0.0, self.sigma)[:, None]
@@ -387,9 +395,7 @@ class RandomSharpen(ImageAugmentation):
 
     def __init__(self, amount: float = 1.0, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= amount <= 10.0:
-            raise ValueError(f"sharpen amount must be in [0, 10], got {amount!r}")
-        self.amount = float(amount)
+        self.amount = number_in(amount, "sharpen amount", 0.0, 10.0)
 
     def sample(self, batch, seed):
         return self.per_image(batch, seed, 0.0, self.amount)[:, None]
@@ -413,9 +419,7 @@ class RandomNoise(ImageAugmentation):
 
     def __init__(self, std: float = 0.03, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= std <= 1.0:
-            raise ValueError(f"noise std must be in [0, 1] (a fraction of the range), got {std!r}")
-        self.std = float(std)
+        self.std = number_in(std, "noise std (a fraction of the range)", 0.0, 1.0)
 
     def sample(self, batch, seed):
         seeds = tf.random.experimental.stateless_split(seed, 2)
