@@ -6,14 +6,12 @@ import importlib.util
 import warnings
 from importlib import metadata
 
+from .errors import BackendMissingError  # noqa: F401  (re-exported)
+
 INSTALL_HINT = (
     "install a backend extra: pip install 'pneumokit[cpu]' (TensorFlow CPU + onnxruntime) "
     "or pip install 'pneumokit[gpu]' (TensorFlow with CUDA + onnxruntime-gpu)"
 )
-
-
-class BackendMissingError(ImportError):
-    """TensorFlow or onnxruntime is not installed."""
 
 
 def _installed(dist: str) -> bool:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import CatalogError, ConfigError, PluginError, PneumokitError
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -30,8 +33,6 @@ PREPROCESSING_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class CatalogError(ValueError):
-    """A record is invalid, or a name is not in the catalog."""
 
 
 def validate_name(name: object, kind: str) -> str:
@@ -95,6 +96,37 @@ class Architecture:
                 f"architecture {self.name!r}: preprocessing {self.preprocessing!r} is for "
                 f"{means}-channel input but channels={self.channels}"
             )
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """``ConfigError`` listing the valid options if ``options`` has a key the builder lacks."""
+        try:
+            params = list(inspect.signature(self.build).parameters.values())[1:]  # after input_shape
+        except (TypeError, ValueError):  # a builtin or C callable: nothing to check against
+            return
+        named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if any(p.kind == p.VAR_KEYWORD for p in params):
+            if not self.options:
+                return  # takes anything, declares nothing
+            named |= set(self.options)
+        unknown = sorted(set(options) - named)
+        if unknown:
+            valid = ", ".join(sorted(named)) or "none"
+            raise ConfigError(f"architecture {self.name!r} has no option {', '.join(map(repr, unknown))}; "
+                              f"its options: {valid} (see `pneumokit list-models --json`)")
+
+    def build_model(self, input_shape: tuple[int, int, int], options: Mapping[str, Any]):
+        """``build(input_shape, **options)``; a failure is one ``PluginError`` naming the
+        architecture and its plugin (a ``PneumokitError`` passes through as it is)."""
+        self.check_options(options)
+        try:
+            return self.build(input_shape, **options)
+        except (PneumokitError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # a plugin's SystemExit must not stop pneumokit either
+            where = f"plugin {self.plugin} {self.plugin_version}".rstrip() if self.plugin else "no plugin"
+            raise PluginError(f"architecture {self.name!r} ({where}) failed to build with options "
+                              f"{dict(options)}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                              ) from exc
 
     def to_dict(self) -> dict[str, Any]:
         return {

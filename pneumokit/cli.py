@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
+import traceback
 
 import click
 
 from . import __version__
 from . import config as C
+from .errors import PneumokitError
 from .plugins import loaded
 
 
@@ -35,23 +36,30 @@ def _warn_plugin_errors() -> None:
         )
 
 
-@contextlib.contextmanager
-def _user_errors():
-    """Turn the errors a user can fix into a one-paragraph message, not a traceback."""
-    from .architectures.transfer import WeightsUnavailableError
-    from .catalog import CatalogError
-    from .data import DatasetError
-    from .preprocessing import ImageDecodeError
-    from .registry import RegistryError
+class _Main(click.Group):
+    """The ``pneumokit`` group: a ``PneumokitError`` (a problem the user can fix) or an OS error
+    naming a file is one line and exit 1; anything else is a bug and keeps its traceback."""
 
-    # ValueError: pneumokit raises it for arguments that do not fit the data
-    # (too many folds for the patients, a bad augmentation parameter, ...).
-    known = (CatalogError, DatasetError, ImageDecodeError, RegistryError, WeightsUnavailableError,
-             ValueError)
-    try:
-        yield
-    except known as exc:
-        raise click.ClickException(str(exc)) from exc
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PneumokitError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            if exc.filename is None:
+                raise _bug(exc) from exc
+            raise click.ClickException(f"{exc.filename}: {exc.strerror or exc}") from exc
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            raise _bug(exc) from exc
+
+
+def _bug(exc: Exception) -> click.exceptions.Exit:
+    traceback.print_exc()
+    click.echo(f"Error: this is a bug in pneumokit {__version__} ({type(exc).__name__} above), not "
+               "something you did; please report it with the traceback.", err=True)
+    return click.exceptions.Exit(1)
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict:
@@ -76,7 +84,7 @@ data_option = click.option("--data", "data_dir", type=click.Path(file_okay=False
                            help="Dataset folder (default: the bundled demo set).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pneumokit")
 def main() -> None:
     """Train, cross-validate, version, export and serve chest X-ray pneumonia classifiers."""
@@ -263,11 +271,10 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
              "target_sensitivity": target_sensitivity, "val_fraction": val_fraction, "seed": seed,
              "jpeg_draft": jpeg_draft or None}
     config = _config(TrainConfig, given, options, skip_bad)
-    with _user_errors():
-        result = train(config, data_dir, registry=Registry(registry_root), name=name,
-                       progress=progress_enabled(quiet or as_json),
-                       echo=(lambda line: None) if quiet or as_json else
-                       (lambda line: click.echo(line, err=True)))
+    result = train(config, data_dir, registry=Registry(registry_root), name=name,
+                   progress=progress_enabled(quiet or as_json),
+                   echo=(lambda line: None) if quiet or as_json else
+                   (lambda line: click.echo(line, err=True)))
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -288,13 +295,13 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
 @fit_options
 @click.option("--folds", type=click.IntRange(2), default=None,
               help=f"Number of folds (default {C.DEFAULT_FOLDS}).")
-@click.option("--grouping", type=click.Choice(["patient", "image"]), default=None,
+@click.option("--grouping", type=click.Choice(C.GROUPINGS), default=None,
               help="Fold by patient (default) or by image (lets patients leak: inflated scores).")
 @click.option("--ensemble", is_flag=True, default=None,
               help="Register the mean of the fold models (calibrated) instead of a final fit.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default=None,
+@click.option("--precision", type=click.Choice(C.PRECISIONS), default=None,
               help="auto: mixed_float16 on GPUs with compute capability >= 7.0, else float32.")
-@click.option("--xla", type=click.Choice(["auto", "on", "off"]), default=None,
+@click.option("--xla", type=click.Choice(C.XLA_MODES), default=None,
               help="auto: on with a GPU, off on CPU (where it is ~10x slower).")
 @click.option("--output", type=click.Path(file_okay=False),
               help="Run folder (default runs/cv/NAME-YYYYmmdd-HHMMSS).")
@@ -309,7 +316,7 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
                skip_bad, jpeg_draft, quiet, as_json):
     """Cross-validate a model (patient-grouped, stratified k-fold) and register a final model."""
     from .config import CVConfig
-    from .cv import ResumeError, format_table, run_cv
+    from .cv import format_table, run_cv
     from .progress import progress_enabled
     from .registry import Registry
 
@@ -323,13 +330,9 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
     if resume is None or any(v is not None for v in given.values()) or options or skip_bad:
         config = _config(CVConfig, given, options, skip_bad)
     notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
-    with _user_errors():
-        try:
-            result = run_cv(config, data_dir, output=output, resume=resume, final=not no_final,
-                            registry=Registry(registry_root), name=name,
-                            progress=progress_enabled(quiet or as_json), echo=notices)
-        except ResumeError as exc:
-            raise click.ClickException(str(exc)) from exc
+    result = run_cv(config, data_dir, output=output, resume=resume, final=not no_final,
+                    registry=Registry(registry_root), name=name,
+                    progress=progress_enabled(quiet or as_json), echo=notices)
     if as_json:
         _echo_json(result.to_dict())
         return
@@ -375,8 +378,11 @@ def registry_list(registry_root, as_json):
         click.echo(f"no models in {reg.root}")
     else:
         click.echo(_table([{**r, "versions": ",".join(map(str, r["versions"])),
-                            "aliases": ", ".join(f"{a}={v}" for a, v in r["aliases"].items())}
-                           for r in rows], ["name", "latest", "versions", "aliases"]))
+                            "aliases": ", ".join(f"{a}={v}" for a, v in r["aliases"].items()),
+                            "problems": len(r["problems"]) or ""}
+                           for r in rows], ["name", "latest", "versions", "aliases", "problems"]))
+        for problem in (p for r in rows for p in r["problems"]):
+            click.echo(f"damaged: {problem}", err=True)
 
 
 @registry_group.command("show")
@@ -387,8 +393,7 @@ def registry_show(ref, registry_root, as_json):
     """Show one version's metadata (REF: name, name:3 or name@alias)."""
     from .registry import Registry
 
-    with _user_errors():
-        mv = Registry(registry_root).get(ref)
+    mv = Registry(registry_root).get(ref)
     if as_json:
         _echo_json({"ref": mv.ref, "path": str(mv.path), "metadata": mv.metadata})
         return
@@ -432,22 +437,58 @@ def registry_alias(name, alias, version, registry_root):
     """Point NAME@ALIAS at VERSION (e.g. production)."""
     from .registry import Registry
 
-    with _user_errors():
-        Registry(registry_root).set_alias(name, alias, version)
+    Registry(registry_root).set_alias(name, alias, version)
     click.echo(f"{name}@{alias} -> {name}:{version}")
 
 
 @registry_group.command("delete")
 @click.argument("ref")
 @click.option("--force", is_flag=True, help="Delete even if aliases point to it (they are removed).")
+@click.option("--all", "all_versions", is_flag=True,
+              help="REF is a model name: delete every version of it, and its aliases.")
+@click.option("--yes", is_flag=True, help="With --all: do not ask for confirmation.")
 @registry_option
-def registry_delete(ref, force, registry_root):
-    """Delete one version."""
-    from .registry import Registry
+def registry_delete(ref, force, all_versions, yes, registry_root):
+    """Delete one version (REF: name:3 or name@alias), even a damaged one; or every version
+    of a model with --all."""
+    from .registry import Registry, validate_name
 
-    with _user_errors():
-        mv = Registry(registry_root).delete(ref, force=force)
-    click.echo(f"deleted {mv.ref}")
+    reg = Registry(registry_root)
+    if not all_versions:
+        click.echo(f"deleted {reg.delete(ref, force=force)}")
+        return
+    name = validate_name(ref)
+    versions = [r["versions"] for r in reg.list() if r["name"] == name]
+    if versions and not yes:
+        click.confirm(f"delete all {len(versions[0])} version(s) of {name} in {reg.root}?", abort=True)
+    deleted = reg.delete_all(name)
+    click.echo(f"deleted {name}: versions {', '.join(map(str, deleted))} and its aliases")
+
+
+@registry_group.command("verify")
+@click.argument("ref", required=False)
+@registry_option
+@json_option
+def registry_verify(ref, registry_root, as_json):
+    """Re-check every artifact's sha256 and the metadata/ONNX agreement (REF, or every version).
+
+    Exit status 1 if any problem is found.
+    """
+    from .registry import Registry
+    from .verify import verify
+
+    reports = verify(Registry(registry_root), ref)
+    if as_json:
+        _echo_json(reports)
+    else:
+        for r in reports:
+            click.echo(f"{r['ref']}: " + ("ok" if not r["problems"] else f"{len(r['problems'])} problem(s)"))
+            for problem in r["problems"]:
+                click.echo(f"  {problem}")
+        if not reports:
+            click.echo(f"no versions in {Registry(registry_root).root}")
+    if any(r["problems"] for r in reports):
+        sys.exit(1)
 
 
 @main.command("export")
@@ -457,14 +498,10 @@ def registry_delete(ref, force, registry_root):
 @json_option
 def export_command(ref, opset, registry_root, as_json):
     """Export a registered model to ONNX (parity-checked) in its version folder."""
-    from .export import ExportError, export
+    from .export import export
     from .registry import Registry
 
-    with _user_errors():
-        try:
-            result = export(ref, Registry(registry_root), opset=opset)
-        except ExportError as exc:
-            raise click.ClickException(str(exc)) from exc
+    result = export(ref, Registry(registry_root), opset=opset)
     if as_json:
         _echo_json(result.to_dict())
     else:
@@ -489,11 +526,13 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, reg
     INPUTS are image files or folders (searched recursively). Exit status 1
     if any file could not be read.
     """
+    from .files import check_output_file
     from .registry import Registry
     from .runtime import Predictor, expand_inputs
 
-    with _user_errors():
-        predictor = Predictor(model, providers=providers, registry=Registry(registry_root))
+    if output:  # checked before any scoring
+        check_output_file(output)
+    predictor = Predictor(model, providers=providers, registry=Registry(registry_root))
     paths = expand_inputs(inputs)
     if not paths:
         raise click.ClickException(f"no images found in {', '.join(inputs)}")
@@ -501,7 +540,9 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, reg
     if output:
         import pandas as pd
 
-        pd.DataFrame(rows).to_csv(output, index=False)
+        from .files import write_csv_atomic
+
+        write_csv_atomic(output, pd.DataFrame(rows))
     if as_json:
         _echo_json({"model": str(predictor.path), "providers": predictor.providers_in_use,
                     "threshold": predictor.threshold if threshold is None else threshold,
@@ -532,9 +573,8 @@ def evaluate_command(ref, data_dir, split, output, skip_bad, registry_root, as_j
     from .evaluate import evaluate
     from .registry import Registry
 
-    with _user_errors():
-        report = evaluate(ref, data_dir, split=split, registry=Registry(registry_root),
-                          output=output, skip_bad=skip_bad)
+    report = evaluate(ref, data_dir, split=split, registry=Registry(registry_root),
+                      output=output, skip_bad=skip_bad)
     if as_json:
         _echo_json(report)
         return

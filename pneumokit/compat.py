@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 
 from .config import DEFAULT_LEARNING_RATE, CVConfig
+from .errors import ConfigError
 from .plugins import get_catalog
 
 _TRANSFER = {"efficientnetb0": "efficientnet_b0", "mobilenetv2": "mobilenet_v2", "vgg16": "vgg16"}
@@ -22,7 +23,7 @@ def _built(name: str, input_shape=None, **options):
 
     arch = get_catalog().architecture(name)
     shape = tuple(input_shape) if input_shape else (arch.image_size, arch.image_size, arch.channels)
-    return compile_model(arch.build(shape, **options), DEFAULT_LEARNING_RATE)
+    return compile_model(arch.build_model(shape, options), DEFAULT_LEARNING_RATE)
 
 
 def create_model(input_shape=None):
@@ -45,7 +46,7 @@ def create_optimized_transfer_learning_model(base_model_name: str = "EfficientNe
     """
     key = base_model_name.lower().replace("_", "").replace("-", "")
     if key not in _TRANSFER:
-        raise ValueError(f"unknown base model {base_model_name!r}; choose EfficientNetB0, "
+        raise ConfigError(f"unknown base model {base_model_name!r}; choose EfficientNetB0, "
                          "MobileNetV2 or VGG16")
     return _built(_TRANSFER[key], input_shape, **options)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .errors import ConfigError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -14,6 +17,10 @@ CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # label 0, label 1 (the positive class)
 SPLITS = ("train", "val", "test")
 CV_SPLITS = ("train", "val")  # pooled for cross-validation; test stays aside
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+# The only formats decoded (Pillow's plugin names; JPEG's also opens multi-picture
+# JPEGs). Anything else is refused by name, so no other decoder (e.g. EPS, which
+# runs Ghostscript) ever runs.
+IMAGE_FORMATS = ("JPEG", "PNG")
 
 DEFAULT_ARCHITECTURE = "cnn_optimized"
 DEFAULT_BATCH_SIZE = 64  # the original project's
@@ -53,6 +60,22 @@ DEFAULT_THRESHOLD_RULE = "calibrated"
 DEFAULT_PATIENCE = 5
 DEFAULT_VAL_FRACTION = 0.15
 DEFAULT_MODEL_NAME = None  # None: the architecture's name
+GROUPINGS = ("patient", "image")  # "image" lets a patient's images leak across folds
+PRECISIONS = ("auto", "float32", "mixed")  # auto: mixed_float16 on GPUs with compute capability >= 7.0
+XLA_MODES = ("auto", "on", "off")  # auto: on with a GPU, off on CPU (where it is ~10x slower)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _is_int(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -78,13 +101,24 @@ class TrainConfig:
 
     def __post_init__(self):
         # Checked here, so a bad setting fails before any training, not after it.
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
-        if self.threshold_rule not in THRESHOLD_RULES:
-            raise ValueError(f"threshold_rule {self.threshold_rule!r}: choose one of "
-                             f"{', '.join(THRESHOLD_RULES)}")
-        if self.target_sensitivity is not None and not 0.0 < self.target_sensitivity <= 1.0:
-            raise ValueError(f"target_sensitivity must be in (0, 1], got {self.target_sensitivity!r}")
+        _check(self.lr_schedule in LR_SCHEDULES,
+               f"lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
+        _check(self.threshold_rule in THRESHOLD_RULES,
+               f"threshold_rule {self.threshold_rule!r}: choose one of {', '.join(THRESHOLD_RULES)}")
+        _check(self.target_sensitivity is None or (_is_number(self.target_sensitivity)
+                                                   and 0.0 < self.target_sensitivity <= 1.0),
+               f"target_sensitivity must be in (0, 1], got {self.target_sensitivity!r}")
+        _check(_is_number(self.learning_rate) and self.learning_rate > 0,
+               f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        for key, low in (("epochs", 1), ("batch_size", 1), ("patience", 0)):
+            _check(_is_int(getattr(self, key), low), f"{key} must be an integer >= {low}, "
+                                                    f"got {getattr(self, key)!r}")
+        _check(self.image_size is None or _is_int(self.image_size, 8),
+               f"image_size must be an integer >= 8 (or None), got {self.image_size!r}")
+        _check(_is_number(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
+               f"val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
+        _check(_is_int(self.seed, -(2**63)), f"seed must be an integer, got {self.seed!r}")
+        _check(isinstance(self.options, dict), f"options must be a dict, got {self.options!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,3 +136,12 @@ class CVConfig(TrainConfig):
     ensemble: bool = False  # register the mean of the fold models instead of a final fit
     precision: str = "auto"  # auto | float32 | mixed
     xla: str = "auto"  # auto | on | off
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(_is_int(self.folds, 2), f"folds must be an integer >= 2, got {self.folds!r}")
+        _check(self.grouping in GROUPINGS,
+               f"grouping {self.grouping!r}: choose one of {', '.join(GROUPINGS)}")
+        _check(self.precision in PRECISIONS,
+               f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        _check(self.xla in XLA_MODES, f"xla {self.xla!r}: choose one of {', '.join(XLA_MODES)}")

@@ -32,10 +32,12 @@ import pandas as pd
 from .calibration import calibrate
 from .config import CLASS_NAMES, CV_SPLITS, CVConfig
 from .data import scan
+from .errors import ConfigError, ResumeError
+from .files import atomic_path, write_csv_atomic, write_json_atomic
 from .metrics import METRICS, binary_metrics, choose_threshold, summarize
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
-from .registry import Registry, validate_name, write_json_atomic
+from .registry import Registry, validate_name
 from .splits import holdout, kfold
 
 RUN_FILE = "run.json"
@@ -43,8 +45,6 @@ LEAK_WARNING = ("grouping=image: images of one patient can fall in both the trai
                 "validation part of a fold, so these scores are inflated (patients leak)")
 
 
-class ResumeError(ValueError):
-    """A run folder cannot be resumed with these settings."""
 
 
 @dataclass
@@ -127,8 +127,14 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _run_record(config: CVConfig, root, fingerprint: dict) -> dict:
-    return {"config": config.to_dict(), "data": str(root), "dataset": fingerprint}
+def _run_record(config: CVConfig, root, fingerprint: dict, name: str) -> dict:
+    return {"config": config.to_dict(), "data": str(root), "dataset": fingerprint, "name": name}
+
+
+def _differences(now: dict, before: dict) -> str:
+    """The settings that differ, as ``key: before -> now``."""
+    keys = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+    return ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys)
 
 
 def run_cv(
@@ -189,14 +195,19 @@ def run_cv(
             raise ResumeError(f"{out} was started by an older pneumokit (its settings lack "
                               f"{', '.join(missing)}): start a new run")
         config = config or CVConfig(**saved["config"])
-        if _fold_settings(config.to_dict()) != _fold_settings(saved["config"]):
-            raise ResumeError(f"{out} was run with other settings: {saved['config']}; resume with "
-                              "the same options (or start a new run)")
+        changed = _differences(_fold_settings(config.to_dict()), _fold_settings(saved["config"]))
+        if changed:
+            raise ResumeError(f"{out} was run with other settings ({changed}); resume with the "
+                              "same options (or start a new run)")
         data_dir = data_dir or saved["data"]
+        name = name or saved.get("name")
     config = config or CVConfig()
     arch = catalog.architecture(config.architecture)
     name = validate_name(name or arch.name)  # before hours of training, not after
+    arch.check_options(config.options)
     chief = is_chief()
+    if final and chief:
+        (registry or Registry()).check_writable(name)
     if build_model is not None:
         build_model = _fresh_each_call(build_model)
 
@@ -211,6 +222,16 @@ def run_cv(
     if resume is not None and saved["dataset"]["sha256"] != fingerprint["sha256"]:
         raise ResumeError(f"the data in {result.root} changed since {out} was started; "
                           "start a new run")
+    # Everything that can fail before training is checked before the run folder exists.
+    plan, strategy = device.setup(config.precision, config.xla)
+    echo(plan.summary())
+    if config.grouping == "image":
+        echo(f"warning: {LEAK_WARNING}")
+    pre = _preprocessing(arch, config, build_model)
+    folds = kfold(index, config.folds, config.seed, config.grouping)
+    index = index.assign(fold=folds + 1)
+    table_of_folds = index[["path", "patient", "label", "fold"]]
+
     if not chief:
         # Multi-worker: every worker trains, only the chief writes results and registers.
         out = Path(tempfile.mkdtemp(prefix="pneumokit-cv-worker-"))
@@ -221,24 +242,14 @@ def run_cv(
             raise ResumeError(f"{out} already holds a run: pass --resume {out} to continue it, "
                               "or choose another --output")
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / RUN_FILE, _run_record(config, result.root, fingerprint))
+        write_json_atomic(out / RUN_FILE, _run_record(config, result.root, fingerprint, name))
     (out / "folds").mkdir(exist_ok=True)
-
-    plan, strategy = device.setup(config.precision, config.xla)
-    echo(plan.summary())
-    if config.grouping == "image":
-        echo(f"warning: {LEAK_WARNING}")
-
-    pre = _preprocessing(arch, config, build_model)
-    folds = kfold(index, config.folds, config.seed, config.grouping)
-    index = index.assign(fold=folds + 1)
-    table_of_folds = index[["path", "patient", "label", "fold"]]
     if resume is not None and (out / "folds.csv").exists():
         before = pd.read_csv(out / "folds.csv")
         if not before.equals(table_of_folds.reset_index(drop=True)):
             raise ResumeError(f"the folds of {out} differ from those computed now (other data "
                               "paths or another scikit-learn?): start a new run")
-    table_of_folds.to_csv(out / "folds.csv", index=False)
+    write_csv_atomic(out / "folds.csv", table_of_folds)
 
     fold_results: list[FoldResult] = []
     resumed: list[int] = []
@@ -295,8 +306,8 @@ def run_cv(
     tuned = summarize([f.tuned for f in fold_results])
     table = results_table(fold_results)
     summary = summarize([f.metrics for f in fold_results])
-    table.to_csv(out / "cv.csv", index=False)
-    oof.to_csv(out / "oof.csv", index=False)
+    write_csv_atomic(out / "cv.csv", table)
+    write_csv_atomic(out / "oof.csv", oof)
     plots = _plots(out / "plots", fold_results, summary, oof_metrics["at_threshold"], threshold, oof,
                    temperature)
 
@@ -319,7 +330,7 @@ def run_cv(
             fitted = fit(arch, config, catalog, index["path"].tolist(), index["label"].to_numpy(),
                          epochs=epochs, preprocessing=pre, build_model=build_model, strategy=strategy,
                          jit_compile=plan.xla, callbacks=[EpochBar(epochs, "final model", progress)])
-            fitted.history.to_csv(out / "final_history.csv", index=False)
+            write_csv_atomic(out / "final_history.csv", fitted.history)
             with strategy.scope():
                 model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
             trained = {"final_epochs": epochs}
@@ -358,9 +369,8 @@ def fold_model_path(out: Path, k: int) -> Path:
 def save_fold_model(model, out: Path, k: int) -> Path:
     """Keep a fold's model (for ``ensemble``), written atomically like the fold's results."""
     target = fold_model_path(out, k)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        model.save(tmp)
     return target
 
 
@@ -397,7 +407,7 @@ def _fresh_each_call(build_model: Callable[[], object]) -> Callable[[], object]:
     def build():
         model = build_model()
         if model in seen:
-            raise ValueError("model_func returned a model it had returned before: it must build a "
+            raise ConfigError("model_func returned a model it had returned before: it must build a "
                              "new model on every call (e.g. lambda: create_gpu_optimized_model())")
         seen.add(model)
         return model
@@ -407,13 +417,23 @@ def _fresh_each_call(build_model: Callable[[], object]) -> Callable[[], object]:
 
 
 def _preprocessing(arch, config: CVConfig, build_model) -> Preprocessing:
-    """The architecture's rule; for a custom ``build_model``, the model's own input shape."""
+    """The architecture's rule; for a custom ``build_model``, the model's own input shape.
+
+    Either way one model (and the augmentation layers) is built and dropped
+    here, so a builder or an augmentation spec that fails does so before the
+    run folder is made.
+    """
+    from .pipeline import build_augmentations
+
+    build_augmentations(config.augment, get_catalog(), config.seed)
     if build_model is None:
-        return Preprocessing.for_architecture(arch, config.image_size, jpeg_draft=config.jpeg_draft)
+        pre = Preprocessing.for_architecture(arch, config.image_size, jpeg_draft=config.jpeg_draft)
+        arch.build_model((pre.height, pre.width, pre.channels), config.options)
+        return pre
     model = build_model()
     _, height, width, channels = model.input_shape
     if height != width:
-        raise ValueError(f"model_func must build a square input, got {height}x{width}")
+        raise ConfigError(f"model_func must build a square input, got {height}x{width}")
     known = get_catalog().architectures.get(model.name)
     preset = known.preprocessing if known is not None else "unit"
     return Preprocessing.from_preset(preset, int(height), int(channels), jpeg_draft=config.jpeg_draft)

@@ -20,6 +20,8 @@ import pandas as pd
 from PIL import Image
 
 from .config import CLASS_NAMES, CV_SPLITS, DEMO_DATA_DIR, IMAGE_EXTENSIONS, SPLITS
+from .errors import DatasetError
+from .files import not_regular, printable
 from .preprocessing import ImageDecodeError, decode
 
 # Validation decodes at this size: JPEG draft mode makes it cheap, and a
@@ -47,8 +49,6 @@ def patient_id(filename: str) -> str | None:
     return None
 
 
-class DatasetError(ValueError):
-    """The dataset cannot be used as it is; the message lists every problem and the fix."""
 
 
 @dataclass
@@ -129,6 +129,20 @@ def _hidden(path: Path) -> bool:
     return path.name.startswith(".") or path.name.startswith("__")
 
 
+def _entry_problem(path: Path) -> str | None:
+    """Why a class folder entry is not an image to read, or None if it is one."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        kind = "folder" if path.is_dir() else f"file type {path.suffix or '(none)'!r}"
+        return f"unsupported {kind}: expected {', '.join(IMAGE_EXTENSIONS)} images"
+    why = not_regular(path)
+    if why is not None:
+        return f"is {why}, not an image file" if why.startswith("a ") else why
+    if printable(path) != str(path):
+        return ("file name is not valid UTF-8 (shown with \\x escapes): rename it; CSV and JSON "
+                "results, and other tools, need UTF-8 names")
+    return None
+
+
 def _inspect(path: Path) -> dict:
     """Read, hash and decode one file; the row of the index or a problem reason."""
     row = {"path": str(path), "bytes": 0, "sha256": "", "width": 0, "height": 0, "mode": "",
@@ -203,12 +217,13 @@ def scan(
                                             f"missing class folder {class_name}/", fatal=True))
                 continue
             entries = [p for p in sorted(class_dir.iterdir()) if not _hidden(p)]
-            images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            images = []
             for p in entries:
-                if p not in images:
-                    kind = "folder" if p.is_dir() else f"file type {p.suffix or '(none)'!r}"
-                    problems.append(Problem(str(p), f"unsupported {kind}: expected "
-                                            f"{', '.join(IMAGE_EXTENSIONS)} images"))
+                reason = _entry_problem(p)
+                if reason is None:
+                    images.append(p)
+                else:
+                    problems.append(Problem(printable(p), reason))
             if not images:
                 problems.append(Problem(str(class_dir), "empty class folder: no images",
                                         fatal=split == "train"))

@@ -11,8 +11,9 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-PRECISIONS = ("auto", "float32", "mixed")
-XLA_MODES = ("auto", "on", "off")
+from .config import PRECISIONS, XLA_MODES
+from .errors import ConfigError
+
 MIXED_MIN_COMPUTE_CAPABILITY = (7, 0)  # tensor cores: Volta and newer
 
 
@@ -65,9 +66,9 @@ def plan(facts: DeviceFacts, precision: str = "auto", xla: str = "auto") -> Devi
       else the default single-device strategy.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if xla not in XLA_MODES:
-        raise ValueError(f"xla must be one of {XLA_MODES}, got {xla!r}")
+        raise ConfigError(f"xla must be one of {XLA_MODES}, got {xla!r}")
     reasons = []
     n = len(facts.gpus)
     if n:

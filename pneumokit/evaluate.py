@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .config import CLASS_NAMES
+from .config import CLASS_NAMES, SPLITS
 from .data import DatasetError, scan
+from .errors import ConfigError, IntegrityError, ModelFileError
+from .files import write_csv_atomic, write_json_atomic
 from .metrics import binary_metrics
 from .preprocessing import Preprocessing
 from .registry import Registry
+from .runtime import NOT_FINITE, check_threshold
 
 
 def _keras_probabilities(registry: Registry, ref: str, paths, pre: Preprocessing) -> np.ndarray:
@@ -47,6 +49,9 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
     from .plots import confusion, roc_curves
 
     registry = registry or Registry()
+    if str(split).lower() not in SPLITS:
+        raise ConfigError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+    split = str(split).lower()  # folders match case-insensitively too
     mv = registry.get(ref)
     result = scan(data_dir, splits=[split])
     index = result.require_usable(skip_bad=skip_bad)
@@ -60,14 +65,19 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
         from .runtime import Predictor
 
         predictor = Predictor(mv.ref, registry=registry)  # checks the file's sha256 first
+        threshold = _exported_threshold(mv, predictor)
         images = decode_all(paths, pre)  # threaded, as in training
         prob = np.concatenate([predictor.predict_batch(pre.normalize(images[i:i + 64].astype(np.float32)))
                                for i in range(0, len(paths), 64)])
         engine = f"onnxruntime ({', '.join(predictor.providers_in_use)})"
     else:
+        threshold = check_threshold(mv.metadata.get("threshold"), str(mv.path / "metadata.json"))
         prob = _keras_probabilities(registry, mv.ref, paths, pre)
         engine = "keras"
-    threshold = float(mv.metadata.get("threshold", 0.5))
+    bad = np.flatnonzero(~np.isfinite(prob))
+    if bad.size:
+        raise ModelFileError(f"{mv.ref} gave no probability for {bad.size} of {len(paths)} images "
+                             f"(e.g. {paths[bad[0]]}): {NOT_FINITE}")
     seen = _training_overlap(mv, index)
     out = Path(output) if output else Path("runs") / "evaluate" / f"{mv.name}-v{mv.version}-{split}"
     out.mkdir(parents=True, exist_ok=True)
@@ -81,13 +91,23 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
         "files": {name: str(out / name) for name in
                   ("metrics.json", "predictions.csv", "roc.png", "confusion.png")},
     }
-    pd.DataFrame({"path": paths, "label": y, "probability": prob}).to_csv(
-        out / "predictions.csv", index=False)
+    write_csv_atomic(out / "predictions.csv", pd.DataFrame({"path": paths, "label": y, "probability": prob}))
     if len(np.unique(y)) == 2:
         roc_curves([(f"{mv.ref} on {split}", y, prob)], out / "roc.png")
     else:  # one class only: no ROC curve, no AUC
         report["files"].pop("roc.png")
     confusion(report["at_threshold"]["confusion_matrix"], out / "confusion.png", CLASS_NAMES,
               f"{mv.ref} on {split}, threshold {threshold:.3f}")
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    write_json_atomic(out / "metrics.json", report)
     return report
+
+
+def _exported_threshold(mv, predictor) -> float:
+    """The threshold of an exported version: the ONNX file's (sha256-checked, what ``predict``
+    uses); a ``metadata.json`` that says otherwise was edited and is refused."""
+    recorded = mv.metadata.get("threshold")
+    if not isinstance(recorded, int | float) or abs(float(recorded) - predictor.threshold) > 1e-12:
+        raise IntegrityError(f"{mv.path / 'metadata.json'}: threshold {recorded!r} disagrees with "
+                             f"{predictor.path}'s {predictor.threshold!r}; one of them was edited. "
+                             f"Run `pneumokit registry verify {mv.ref}`")
+    return predictor.threshold

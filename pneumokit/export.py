@@ -10,6 +10,7 @@ import numpy as np
 
 from . import __version__
 from .config import CLASS_NAMES, DEMO_DATA_DIR
+from .errors import ExportError
 from .preprocessing import Preprocessing
 from .registry import Registry
 
@@ -21,8 +22,6 @@ OUTPUT_NAME = "probability"
 ONNX_FILE = "model.onnx"
 
 
-class ExportError(RuntimeError):
-    """The export failed; nothing was written."""
 
 
 @dataclass
@@ -140,6 +139,7 @@ def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_O
 
     registry = registry or Registry()
     mv = registry.get(ref)
+    registry.check_new_artifacts(mv, [ONNX_FILE])  # before minutes of conversion, not after
     model = registry.load_model(mv.ref)
     if _is_mixed(model):
         model = float32_copy(model)

@@ -152,7 +152,7 @@ def fit(
         if build_model is not None:
             model = build_model()
         else:
-            model = arch.build((pre.height, pre.width, pre.channels), **config.options)
+            model = arch.build_model((pre.height, pre.width, pre.channels), config.options)
         compile_model(model, rate, jit_compile)
     cbs = list(callbacks)
     val_ds = None

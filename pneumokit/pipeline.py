@@ -14,6 +14,7 @@ import numpy as np
 
 from .catalog import Catalog
 from .decoding import decode_all
+from .errors import ConfigError, PluginError, PneumokitError
 from .fused import FusedAugmentation, layer_seeds
 from .preprocessing import Preprocessing
 
@@ -33,7 +34,7 @@ def parse_augmentations(spec: str | Sequence[str] | None) -> list[tuple[str, dic
         name, *pairs = item.strip().split(":")
         if "=" in name:  # a parameter of the previous item
             if not parsed:
-                raise ValueError(f"augmentation parameter {item!r} comes before any augmentation name")
+                raise ConfigError(f"augmentation parameter {item!r} comes before any augmentation name")
             pairs, params = [name, *pairs], parsed[-1][1]
         else:
             params = {}
@@ -41,7 +42,7 @@ def parse_augmentations(spec: str | Sequence[str] | None) -> list[tuple[str, dic
         for pair in filter(None, pairs):
             key, sep, value = pair.partition("=")
             if not sep:
-                raise ValueError(f"augmentation parameter {pair!r} in {item!r}: expected key=value")
+                raise ConfigError(f"augmentation parameter {pair!r} in {item!r}: expected key=value")
             params[key.strip()] = _number(value.strip())
     return parsed
 
@@ -65,10 +66,16 @@ def build_augmentations(spec, catalog: Catalog, seed: int | None = None) -> list
             kwargs.setdefault("seed", seed + i)
         try:
             layers.append(aug.build(**kwargs))
+        except (PneumokitError, KeyboardInterrupt):
+            raise
         except TypeError as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"augmentation {name!r}: {exc}; its parameters are {dict(aug.params)}"
             ) from exc
+        except BaseException as exc:  # a plugin's failure, even SystemExit, is named
+            raise PluginError(f"augmentation {name!r} (plugin {aug.plugin or '?'}) failed to build "
+                              f"with {params}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                              ) from exc
     return layers
 
 
@@ -156,11 +163,11 @@ def make_dataset(
     autotune = tf.data.AUTOTUNE
     paths = [str(p) for p in paths]
     if not paths:
-        raise ValueError("no images to build a dataset from")
+        raise ConfigError("no images to build a dataset from")
     cached = load_images(paths, preprocessing, cache) if images is None else images
     height, width = preprocessing.height, preprocessing.width
     if cached.dtype != np.uint8 or cached.shape[1:] != (height, width, 1) or len(cached) != len(paths):
-        raise ValueError(f"images: expected uint8 ({len(paths)}, {height}, {width}, 1) decoded by the "
+        raise ConfigError(f"images: expected uint8 ({len(paths)}, {height}, {width}, 1) decoded by the "
                          f"preprocessing, got {cached.dtype} {tuple(cached.shape)}")
     layers = list(augmentations) if training else []
     augment = bool(layers)

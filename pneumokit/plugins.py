@@ -123,7 +123,9 @@ def load_plugins(load: Iterable[str] | str | None = None) -> LoadedPlugins:
             module = ep.load()
             plugin_name = f"{dist}:{ep.name}"
             pm.register(module, name=plugin_name)
-        except Exception as exc:  # isolation: any failure is reported, not raised
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # isolation: any failure, even sys.exit(), is reported
             info.errors.append(f"failed to load {ep.value!r}: {type(exc).__name__}: {_one_line(exc)}")
             continue
         owner[plugin_name] = info
@@ -170,7 +172,9 @@ def _call_hook(impl, info: PluginInfo, record_type, records: dict, attr: str, in
 
     try:
         impl.function(register=register)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # even sys.exit() in a hook is reported, not obeyed
         info.errors.append(f"{impl.function.__name__} failed: {type(exc).__name__}: {_one_line(exc)}")
         return
     for record in pending:

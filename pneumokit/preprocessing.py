@@ -17,7 +17,11 @@ exactly at inference:
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +29,17 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .catalog import PREPROCESSING_PRESETS
-from .config import JPEG_DRAFT, RESIZE_METHOD
+from .config import IMAGE_FORMATS, JPEG_DRAFT, RESIZE_METHOD
+from .errors import ConfigError, ImageDecodeError
+from .files import not_regular
+
+# An image over Pillow's pixel limit is refused with a clear message instead of a
+# printed warning and a slow decode: threads share the filter, so it is set once here.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-class ImageDecodeError(ValueError):
-    """A file cannot be decoded as an image."""
 
 
 def to_grayscale8(img: Image.Image) -> Image.Image:
@@ -52,13 +60,19 @@ def to_grayscale8(img: Image.Image) -> Image.Image:
 def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
     """Decode ``source`` (path, bytes or file object) to a (size, size) uint8 grayscale array.
 
-    ``size=None`` keeps the decoded size. Raises ``ImageDecodeError`` with the
-    reason when the file is not a readable image.
+    ``size=None`` keeps the decoded size. Only regular files are opened (a FIFO
+    cannot block), only the formats in ``IMAGE_FORMATS`` are decoded, and images
+    over Pillow's ``Image.MAX_IMAGE_PIXELS`` are refused. Raises
+    ``ImageDecodeError`` with the reason when the file is not a readable image.
     """
     if isinstance(source, bytes):
         source = io.BytesIO(source)
+    elif isinstance(source, str | os.PathLike):
+        why = not_regular(source)
+        if why is not None:
+            raise ImageDecodeError(f"is {why}, not an image file" if why.startswith("a ") else why)
     try:
-        with Image.open(source) as img:
+        with Image.open(source, formats=IMAGE_FORMATS) as img:
             if draft and size is not None and img.format == "JPEG":
                 img.draft("L", (size, size))
             ImageOps.exif_transpose(img, in_place=True)
@@ -69,9 +83,30 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
-        raise ImageDecodeError("content is not a recognised image format (JPEG or PNG)") from None
+        raise ImageDecodeError(_refused_format(source)) from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(_too_large(exc)) from None
     except Exception as exc:  # Pillow raises many types for bad files
         raise ImageDecodeError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _refused_format(source) -> str:
+    """Why a file is refused, naming its real format when Pillow knows it (header only)."""
+    accepted = " or ".join(IMAGE_FORMATS)
+    with contextlib.suppress(Exception):
+        if hasattr(source, "seek"):
+            source.seek(0)
+        with Image.open(source) as img:  # reads the header only: nothing is decoded
+            return f"content is {img.format}, which pneumokit does not read; convert it to {accepted}"
+    return f"content is not a recognised image format ({accepted})"
+
+
+def _too_large(exc: Exception) -> str:
+    pixels = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "too many pixels"
+    return (f"image is {size}, over the limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+            "(Pillow's guard against decompression bombs, PIL.Image.MAX_IMAGE_PIXELS); "
+            "downscale it first")
 
 
 @dataclass(frozen=True)
@@ -142,7 +177,7 @@ class Preprocessing:
     def load(self, source) -> np.ndarray:
         """One file as a (H, W, 1) uint8 array, by the rule above."""
         if self.height != self.width:
-            raise ValueError("only square inputs are supported")
+            raise ConfigError("only square inputs are supported")
         return decode(source, self.height, draft=self.jpeg_draft)[..., None]
 
     def prepare(self, sources) -> np.ndarray:

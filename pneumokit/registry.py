@@ -9,6 +9,10 @@ Layout::
 A version is written into a hidden temporary folder and renamed into place
 under the lock, so concurrent saves get distinct versions and a crash never
 leaves a partial one. Every artifact's sha256 is recorded and checked on load.
+Every file is written atomically through exclusive temporary files
+(``pneumokit.files``), so a link planted in a version folder is never followed.
+A damaged file (metadata, aliases, the version mark) is named in the error;
+``list`` reports broken versions and ``delete`` can remove them.
 """
 
 from __future__ import annotations
@@ -25,27 +29,24 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from filelock import FileLock
+
+from .errors import IntegrityError, RegistryError
+from .files import atomic_write, copy_atomic, write_bytes_atomic, write_json_atomic
 
 REGISTRY_ENV = "PNEUMOKIT_REGISTRY"
 DEFAULT_ROOT = "registry"
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")  # always fullmatch: '$' allows a final newline
+_VERSION_RE = re.compile(r"[0-9]+")
 _TMP_PREFIX = ".tmp-"
 _LAST_VERSION = ".last_version"  # high-water mark: numbers are never reused
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
-class RegistryError(Exception):
-    """A registry operation cannot be done; the message says why and what to do."""
-
-
-class IntegrityError(RegistryError):
-    """An artifact does not match the sha256 recorded in its metadata."""
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -54,7 +55,7 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def validate_name(name: str, what: str = "model name") -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
         raise RegistryError(
             f"invalid {what} {name!r}: use 1-100 characters from a-z, 0-9, '.', '_' and '-', "
             "starting with a letter or digit (no '/', no '..')"
@@ -70,20 +71,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file beside ``path``, fsync it, rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def read_json(path: Path, kind: type, fix: str):
+    """The JSON in ``path`` if it holds a ``kind``; else ``RegistryError`` naming the file and ``fix``."""
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; others may need to read it
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: missing. {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RegistryError(f"{path}: damaged ({_reason(exc)}). {fix}") from None
+    if not isinstance(data, kind):
+        raise RegistryError(f"{path}: damaged (holds a JSON {type(data).__name__}, expected a "
+                            f"{kind.__name__}). {fix}")
+    return data
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
         return validate_name(name), validate_name(alias, "alias"), None
     if ":" in ref:
         name, version = ref.rsplit(":", 1)
-        if not version.isdigit() or int(version) < 1:
+        if not _VERSION_RE.fullmatch(version) or int(version) < 1:
             raise RegistryError(f"invalid version in {ref!r}: expected a positive integer, e.g. {name}:3")
         return validate_name(name), None, int(version)
     return validate_name(ref), None, None
@@ -145,26 +148,42 @@ class Registry:
     # -- locking and layout -------------------------------------------------
 
     def _model_dir(self, name: str) -> Path:
+        if self.root.exists() and not self.root.is_dir():
+            raise RegistryError(f"registry {self.root} is a file, not a folder: choose another "
+                                f"--registry (or ${REGISTRY_ENV})")
         return self.root / validate_name(name)
 
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[Path]:
         folder = self._model_dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder / ".lock")):
-            yield folder
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(folder / ".lock")):
+                yield folder
 
     @staticmethod
     def _version_numbers(folder: Path) -> list[int]:
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and _VERSION_RE.fullmatch(p.name))
 
     def _aliases(self, folder: Path) -> dict[str, int]:
         path = folder / ALIASES_FILE
         if not path.exists():
             return {}
-        return {k: int(v) for k, v in json.loads(path.read_text()).items()}
+        fix = "Fix it by hand, or delete it (the aliases are then lost)."
+        aliases = read_json(path, dict, fix)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in aliases.values()):
+            raise RegistryError(f"{path}: damaged (alias values must be version numbers). {fix}")
+        return aliases
+
+    def _next_version(self, folder: Path) -> int:
+        """One more than any version ever made here: the mark, else (damaged or lost) the folders."""
+        try:
+            last = int((folder / _LAST_VERSION).read_text().strip())
+        except (OSError, ValueError):  # missing, empty or damaged: derived from the folders
+            last = 0
+        return max([last, *self._version_numbers(folder)]) + 1
 
     @staticmethod
     def _clean_stale_tmp(folder: Path) -> None:
@@ -180,6 +199,16 @@ class Registry:
 
     # -- writing ------------------------------------------------------------
 
+    def check_writable(self, name: str) -> None:
+        """Raise ``RegistryError`` now if a version of ``name`` could not be saved (before
+        hours of training, not after): the root is a folder, and a file can be created there."""
+        folder = self._model_dir(name)
+        target = folder if folder.is_dir() else self.root
+        with _writing(target):
+            target.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=target):
+                pass
+
     def save(self, name: str, model, metadata: dict | None = None,
              artifacts: dict[str, str | os.PathLike | bytes] | None = None) -> ModelVersion:
         """Register ``model`` (a keras.Model) as the next version of ``name``.
@@ -189,31 +218,27 @@ class Registry:
         metadata gains ``name``, ``version``, ``created_at`` and the sha256 of every artifact.
         """
         folder = self._model_dir(name)
-        folder.mkdir(parents=True, exist_ok=True)
-        self._clean_stale_tmp(folder)
-        tmp = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            self._clean_stale_tmp(folder)
+            tmp = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
         try:
-            model.save(tmp / MODEL_FILE)
-            for rel, source in (artifacts or {}).items():
-                target = tmp / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(source, bytes):
-                    target.write_bytes(source)
-                else:
-                    shutil.copyfile(source, target)
+            with _writing(tmp):
+                model.save(tmp / MODEL_FILE)
+                for rel, source in (artifacts or {}).items():
+                    _put(tmp / rel, source)
             hashes = {str(p.relative_to(tmp)): sha256_file(p)
                       for p in sorted(tmp.rglob("*")) if p.is_file()}
-            with self._locked(name):
-                mark = folder / _LAST_VERSION
-                last = int(mark.read_text()) if mark.exists() else 0
-                version = max([last, *self._version_numbers(folder)]) + 1
+            with self._locked(name), _writing(folder):
+                version = self._next_version(folder)
                 meta = {**(metadata or {}), "name": name, "version": version,
                         "created_at": _now(), "artifacts": hashes}
                 write_json_atomic(tmp / METADATA_FILE, meta)
                 _fsync_dir(tmp)
                 os.rename(tmp, folder / str(version))  # atomic: the version appears whole
-                mark.write_text(str(version))
+                with atomic_write(folder / _LAST_VERSION) as f:
+                    f.write(str(version))
                 _fsync_dir(folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -228,23 +253,15 @@ class Registry:
         what it already holds.
         """
         mv = self.get(ref)
-        with self._locked(mv.name):
-            meta = json.loads((mv.path / METADATA_FILE).read_text())
+        with self._locked(mv.name), _writing(mv.path):
+            meta = read_json(mv.path / METADATA_FILE, dict, _DAMAGED_VERSION_FIX.format(ref=mv.ref))
+            self.check_new_artifacts(mv, list(files))
             written = []
             try:
                 for rel, source in files.items():
+                    # a file not recorded in metadata is the leftover of a crashed add: replaced
                     target = mv.path / rel
-                    if rel in meta.get("artifacts", {}):
-                        raise RegistryError(f"{target} already exists: versions are immutable; "
-                                            "register a new version instead")
-                    # a file not recorded in metadata is the leftover of a crashed add: replace it
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    part = target.with_name(f".{target.name}.part")
-                    if isinstance(source, bytes):
-                        part.write_bytes(source)
-                    else:
-                        shutil.copyfile(source, part)
-                    os.replace(part, target)
+                    _put(target, source)
                     written.append(target)
                     meta.setdefault("artifacts", {})[rel] = sha256_file(target)
                 meta.update(metadata_update or {})
@@ -255,62 +272,101 @@ class Registry:
                 raise
         return self.get(mv.ref)
 
+    @staticmethod
+    def check_new_artifacts(mv: ModelVersion, names: list[str]) -> None:
+        """``RegistryError`` if any of ``names`` is already an artifact of ``mv`` (immutable)."""
+        for rel in names:
+            if rel in mv.metadata.get("artifacts", {}):
+                raise RegistryError(f"{mv.path / rel} already exists: versions are immutable; "
+                                    "register a new version instead")
+
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Point ``name@alias`` at ``version`` (it must exist)."""
         validate_name(alias, "alias")
         if alias == "latest":
             raise RegistryError("'latest' is always the highest version; choose another alias name")
+        if not self._version_numbers(self._model_dir(name)):
+            raise RegistryError(f"no model named {name!r} in registry {self.root}")
         with self._locked(name) as folder:
             if int(version) not in self._version_numbers(folder):
                 raise RegistryError(f"{name}:{version} does not exist; versions: "
                                     f"{self._version_numbers(folder) or 'none'}")
             aliases = self._aliases(folder)
             aliases[alias] = int(version)
-            write_json_atomic(folder / ALIASES_FILE, aliases)
+            with _writing(folder):
+                write_json_atomic(folder / ALIASES_FILE, aliases)
 
-    def delete(self, ref: str, force: bool = False) -> ModelVersion:
-        """Delete one version. If aliases point to it, ``force`` is required and they go too."""
-        mv = self.get(ref)
-        with self._locked(mv.name) as folder:
+    def delete(self, ref: str, force: bool = False) -> str:
+        """Delete one version (``name:N`` or ``name@alias``), even a damaged one.
+
+        If aliases point to it, ``force`` is required and they go too. A bare
+        ``name`` is refused: use ``delete_all`` to remove every version.
+        Returns the deleted version's ref, ``name:N``.
+        """
+        name, alias, version = parse_ref(ref)
+        if alias is None and version is None:
+            raise RegistryError(f"{ref!r} names no version: give one ({name}:3 or {name}@alias), "
+                                f"or delete every version of {name} with --all")
+        name, version = self._resolve(ref)
+        with self._locked(name) as folder, _writing(folder):
             aliases = self._aliases(folder)
-            pointing = sorted(a for a, v in aliases.items() if v == mv.version)
+            pointing = sorted(a for a, v in aliases.items() if v == version)
             if pointing and not force:
                 raise RegistryError(
-                    f"{mv.ref} is aliased as {', '.join(pointing)}; pass --force (force=True) "
+                    f"{name}:{version} is aliased as {', '.join(pointing)}; pass --force (force=True) "
                     "to delete it and remove the alias(es)"
                 )
-            trash = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-deleted-{mv.version}"
-            os.rename(mv.path, trash)  # atomic: the version disappears whole
+            trash = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-deleted-{version}"
+            os.rename(folder / str(version), trash)  # atomic: the version disappears whole
             if pointing:
                 write_json_atomic(folder / ALIASES_FILE,
                                   {a: v for a, v in aliases.items() if a not in pointing})
             shutil.rmtree(trash, ignore_errors=True)
-        return mv
+        return f"{name}:{version}"
+
+    def delete_all(self, name: str) -> list[int]:
+        """Delete every version of ``name`` and its aliases; returns the versions deleted."""
+        folder = self._model_dir(name)
+        versions = self._version_numbers(folder)
+        if not versions:
+            raise RegistryError(f"no model named {name!r} in registry {self.root}")
+        with self._locked(name), _writing(folder):
+            versions = self._version_numbers(folder)
+            for v in versions:
+                trash = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-deleted-{v}"
+                os.rename(folder / str(v), trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            (folder / ALIASES_FILE).unlink(missing_ok=True)
+        return versions
 
     # -- reading ------------------------------------------------------------
 
-    def get(self, ref: str) -> ModelVersion:
-        """Resolve ``name``, ``name:N`` or ``name@alias`` to a ``ModelVersion``."""
+    def _resolve(self, ref: str) -> tuple[str, int]:
+        """``(name, version)`` of an existing version folder; its metadata is not read."""
         name, alias, version = parse_ref(ref)
-        folder = self.root / name
+        folder = self._model_dir(name)
         versions = self._version_numbers(folder)
         if not versions:
             raise RegistryError(f"no model named {name!r} in registry {self.root}; "
                                 f"run `pneumokit registry list --registry {self.root}`")
         if alias is not None:
-            aliases = self._aliases(folder)
             if alias == "latest":
-                version = versions[-1]
-            elif alias not in aliases:
+                return name, versions[-1]
+            aliases = self._aliases(folder)
+            if alias not in aliases:
                 raise RegistryError(f"{name} has no alias {alias!r}; aliases: {sorted(aliases) or 'none'}")
-            else:
-                version = aliases[alias]
+            version = aliases[alias]
         elif version is None:
             version = versions[-1]
-        path = folder / str(version)
         if version not in versions:
             raise RegistryError(f"{name}:{version} does not exist; versions: {versions}")
-        meta = json.loads((path / METADATA_FILE).read_text())
+        return name, version
+
+    def get(self, ref: str) -> ModelVersion:
+        """Resolve ``name``, ``name:N`` or ``name@alias`` to a ``ModelVersion``."""
+        name, version = self._resolve(ref)
+        path = self.root / name / str(version)
+        meta = read_json(path / METADATA_FILE, dict, _DAMAGED_VERSION_FIX.format(ref=f"{name}:{version}"))
         return ModelVersion(name=name, version=version, path=path, metadata=meta)
 
     def versions(self, name: str) -> list[ModelVersion]:
@@ -321,16 +377,29 @@ class Registry:
         return self._aliases(self._model_dir(name))
 
     def list(self) -> list[dict]:
-        """One summary per model name: versions, latest, aliases."""
+        """One summary per model name: versions, latest, aliases, and ``problems``: each
+        damaged version or aliases file named, so one broken file does not hide the rest."""
         if not self.root.is_dir():
             return []
         out = []
         for folder in sorted(self.root.iterdir()):
-            if folder.is_dir() and _NAME_RE.match(folder.name):
-                versions = self._version_numbers(folder)
-                if versions:
-                    out.append({"name": folder.name, "versions": versions, "latest": versions[-1],
-                                "aliases": self._aliases(folder)})
+            if not (folder.is_dir() and _NAME_RE.fullmatch(folder.name)):
+                continue
+            versions = self._version_numbers(folder)
+            if not versions:
+                continue
+            problems, aliases = [], {}
+            try:
+                aliases = self._aliases(folder)
+            except RegistryError as exc:
+                problems.append(str(exc))
+            for v in versions:
+                try:
+                    self.get(f"{folder.name}:{v}")
+                except RegistryError as exc:
+                    problems.append(str(exc))
+            out.append({"name": folder.name, "versions": versions, "latest": versions[-1],
+                        "aliases": aliases, "problems": problems})
         return out
 
     def load_model(self, ref: str, compile: bool = False):
@@ -343,10 +412,29 @@ class Registry:
         return keras.saving.load_model(mv.verify(MODEL_FILE), compile=compile)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+_DAMAGED_VERSION_FIX = ("Restore it from a backup, or remove the version with "
+                        "`pneumokit registry delete {ref}`.")
+
+
+def _put(target: Path, source: str | os.PathLike | bytes) -> None:
+    """Write an artifact: bytes, or a copy of a file; atomically, never through a planted link."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(source, bytes):
+        write_bytes_atomic(target, source)
+    else:
+        copy_atomic(source, target)
+
+
+@contextlib.contextmanager
+def _writing(where: Path) -> Iterator[None]:
+    """Turn an OS error while writing under ``where`` into a ``RegistryError`` naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        path = exc.filename or where
+        raise RegistryError(f"cannot write to the registry at {path}: {_reason(exc)}. Choose another "
+                            f"--registry (or ${REGISTRY_ENV}), or fix its permissions or free space"
+                            ) from exc
 
 
 def _now() -> str:

@@ -6,6 +6,7 @@ No TensorFlow is imported here: a served model needs onnxruntime, NumPy and Pill
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -13,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import IMAGE_EXTENSIONS
-from .preprocessing import ImageDecodeError, Preprocessing
+from .errors import ConfigError, DeviceError, ImageDecodeError, ModelFileError, RegistryError
+from .files import not_regular, printable
+from .preprocessing import Preprocessing
 
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -26,9 +29,17 @@ def choose_providers(providers: str | Sequence[str], available: Sequence[str]) -
         return ["CPUExecutionProvider"]
     if providers == "cuda":
         if "CUDAExecutionProvider" not in available:
-            raise RuntimeError("CUDAExecutionProvider is not available: install onnxruntime-gpu "
-                               "(pip install 'pneumokit[gpu]') on a machine with an NVIDIA GPU")
+            raise DeviceError("--providers cuda: CUDAExecutionProvider is not available here (this "
+                              f"onnxruntime has {', '.join(available)}); install onnxruntime-gpu "
+                              "(pip install 'pneumokit[gpu]') on a machine with an NVIDIA GPU, or use "
+                              "--providers auto")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if isinstance(providers, str):
+        raise ConfigError(f"providers {providers!r}: choose auto, cpu or cuda")
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise DeviceError(f"providers {', '.join(missing)} not available; this onnxruntime has "
+                          f"{', '.join(available)}")
     return list(providers)
 
 
@@ -44,53 +55,79 @@ def expand_inputs(items: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
+def check_threshold(threshold: float, where: str) -> float:
+    """A decision threshold as a float in [0, 1]; ``ConfigError`` naming ``where`` otherwise."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ConfigError(f"{where}: threshold {threshold!r} must be a finite number in [0, 1]")
+    return value
+
+
 class Predictor:
     """An ONNX model ready to score X-ray files.
 
     Parameters
     ----------
     source : a ``.onnx`` file, or a registry ref (``name``, ``name:3``, ``name@production``)
-        of an exported model.
+        of an exported model. A file inside a registry version folder is checked
+        against that version's recorded sha256, as a ref is.
     providers : ``"auto"`` (CUDA, then CPU), ``"cpu"``, ``"cuda"`` or a list.
     registry : the registry for refs (default ``Registry()``).
 
+    The file's ``pneumokit.*`` metadata (the contract, docs/onnx.md) is checked
+    when it is opened; ``ModelFileError`` names the first key that is wrong.
     ``providers_in_use`` is what the session actually runs on (``session.get_providers()``).
     """
 
     def __init__(self, source: str | os.PathLike, providers="auto", registry=None):
         import onnxruntime as ort
 
-        path = Path(source)
-        if not (path.suffix == ".onnx" and path.is_file()):
-            from .export import ONNX_FILE
-            from .registry import Registry, RegistryError
-
-            mv = (registry or Registry()).get(str(source))
-            if ONNX_FILE not in mv.metadata.get("artifacts", {}):
-                raise RegistryError(f"{mv.ref} has no ONNX file yet: run `pneumokit export {mv.ref}`")
-            path = mv.verify(ONNX_FILE)
-        self.path = path
-        self.session = ort.InferenceSession(
-            str(path), providers=choose_providers(providers, ort.get_available_providers()))
-        self.providers_in_use = self.session.get_providers()
-        props = self.session.get_modelmeta().custom_metadata_map
+        path = self._locate(source, registry)
+        chosen = choose_providers(providers, ort.get_available_providers())
         try:
-            self.preprocessing = Preprocessing.from_dict(json.loads(props["pneumokit.preprocessing"]))
-            self.threshold = float(props["pneumokit.threshold"])
-            self.class_names = json.loads(props["pneumokit.class_names"])
-            self.input_name = json.loads(props["pneumokit.input"])["name"]
-            self.model_info = json.loads(props.get("pneumokit.model", "{}"))
-        except KeyError as exc:
-            raise ValueError(f"{path}: not a pneumokit ONNX file (metadata key {exc} missing)") from None
+            self.session = ort.InferenceSession(str(path), providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own types for unreadable models
+            raise ModelFileError(f"{path}: onnxruntime cannot load it ({_one_line(exc)[:300]}); "
+                                 "export it again with `pneumokit export`") from None
+        self.path = path
+        self.providers_in_use = self.session.get_providers()
+        contract = read_contract(self.session, path)
+        self.preprocessing = contract["preprocessing"]
+        self.threshold = contract["threshold"]
+        self.class_names = contract["class_names"]
+        self.input_name = contract["input_name"]
+        self.model_info = contract["model"]
+
+    @staticmethod
+    def _locate(source, registry) -> Path:
+        path = Path(source)
+        if path.suffix.lower() == ".onnx" or os.sep in str(source):
+            why = not_regular(path)
+            if why is not None:
+                raise ModelFileError(f"{path}: is {why}" if why.startswith("a ") else f"{path}: {why}")
+            return verify_if_registered(path)
+        from .export import ONNX_FILE
+        from .registry import Registry
+
+        mv = (registry or Registry()).get(str(source))
+        if ONNX_FILE not in mv.metadata.get("artifacts", {}):
+            raise RegistryError(f"{mv.ref} has no ONNX file yet: run `pneumokit export {mv.ref}`")
+        return mv.verify(ONNX_FILE)
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities (N,) for a preprocessed float32 (N, H, W, C) batch."""
-        return self.session.run(None, {self.input_name: x})[0].ravel()
+        """Probabilities (N,) for a preprocessed float32 (N, H, W, C) batch (NaN where the
+        model's output is not a probability; ``predict_files`` reports those as errors)."""
+        out = np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64).ravel()
+        return np.where(np.isfinite(out) & (out >= 0) & (out <= 1), out, np.nan)
 
     def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32,
                       threshold: float | None = None) -> list[dict]:
-        """One row per file: path, probability, label; unreadable files get ``error`` instead."""
-        threshold = self.threshold if threshold is None else threshold
+        """One row per file: path, probability, label; unreadable files, and files whose
+        output is not a finite probability, get ``error`` instead (never a label)."""
+        threshold = self.threshold if threshold is None else check_threshold(threshold, "predict")
         rows: list[dict] = []
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
@@ -100,12 +137,99 @@ class Predictor:
                     images.append(self.preprocessing.load(p))
                     ok.append(p)
                 except (ImageDecodeError, OSError) as exc:
-                    rows.append({"path": str(p), "probability": None, "label": None,
-                                 "error": str(exc)})
+                    rows.append(_error_row(p, str(exc)))
             if images:
                 x = self.preprocessing.normalize(np.stack(images).astype(np.float32))
                 for p, prob in zip(ok, self.predict_batch(x), strict=True):
-                    rows.append({"path": str(p), "probability": float(prob),
-                                 "label": self.class_names[int(prob >= threshold)], "error": None})
-        order = {str(p): i for i, p in enumerate(paths)}
+                    if math.isnan(prob):
+                        rows.append(_error_row(p, NOT_FINITE))
+                    else:
+                        rows.append({"path": printable(p), "probability": float(prob),
+                                     "label": self.class_names[int(prob >= threshold)], "error": None})
+        order = {printable(p): i for i, p in enumerate(paths)}
         return sorted(rows, key=lambda r: order[r["path"]])
+
+
+NOT_FINITE = ("the model's output is not a probability in [0, 1] (NaN or out of range): the ONNX "
+              "file or its metadata is damaged; check it with `pneumokit registry verify`")
+
+
+def _error_row(path, error: str) -> dict:
+    return {"path": printable(path), "probability": None, "label": None, "error": error}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def verify_if_registered(path: Path) -> Path:
+    """``path``; if it lies in a registry version folder that records it, after its sha256 check."""
+    meta_path = path.parent / "metadata.json"
+    if not meta_path.is_file():
+        return path
+    from .registry import ModelVersion, read_json
+
+    meta = read_json(meta_path, dict, "Restore it, or score a copy of the ONNX file kept elsewhere.")
+    if path.name not in meta.get("artifacts", {}):
+        return path
+    mv = ModelVersion(meta.get("name", path.parent.parent.name), meta.get("version", 0), path.parent, meta)
+    return mv.verify(path.name)
+
+
+def read_contract(session, path) -> dict:
+    """The ``pneumokit.*`` metadata of an open session, checked; ``ModelFileError`` names the key."""
+    props = session.get_modelmeta().custom_metadata_map
+
+    def value(key: str, parse=json.loads):
+        if key not in props:
+            raise ModelFileError(f"{path}: not a pneumokit ONNX file (metadata key {key!r} missing); "
+                                 "export it with `pneumokit export`")
+        try:
+            return parse(props[key])
+        except (TypeError, ValueError):
+            raise ModelFileError(f"{path}: metadata {key} = {props[key][:80]!r} is not valid") from None
+
+    def bad(key: str, what: str):
+        return ModelFileError(f"{path}: metadata {key} {what}; the file is damaged or was edited: "
+                              "export it again")
+
+    classes = value("pneumokit.class_names")
+    if not (isinstance(classes, list) and len(classes) == 2 and all(isinstance(c, str) and c for c in classes)
+            and classes[0] != classes[1]):
+        raise bad("pneumokit.class_names", f"= {classes!r} must be two distinct class names")
+    threshold = value("pneumokit.threshold", float)
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise bad("pneumokit.threshold", f"= {threshold!r} must be a finite number in [0, 1]")
+    pre = _checked_preprocessing(value("pneumokit.preprocessing"), bad)
+    spec = value("pneumokit.input")
+    name = spec.get("name") if isinstance(spec, dict) else None
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    if name not in inputs:
+        raise bad("pneumokit.input", f"names input {name!r}, but the graph's inputs are {sorted(inputs)}")
+    shape = list(inputs[name])[1:]
+    expected = [pre.height, pre.width, pre.channels]
+    if any(isinstance(d, int) and d != e for d, e in zip(shape, expected, strict=False)) or len(shape) != 3:
+        raise bad("pneumokit.preprocessing", f"says {expected} (H, W, C) but the graph's input "
+                                             f"{name!r} is {inputs[name]}")
+    model = value("pneumokit.model") if "pneumokit.model" in props else {}
+    return {"class_names": classes, "threshold": threshold, "preprocessing": pre, "input_name": name,
+            "model": model if isinstance(model, dict) else {}}
+
+
+def _checked_preprocessing(d, bad) -> Preprocessing:
+    key = "pneumokit.preprocessing"
+    try:
+        pre = Preprocessing.from_dict(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise bad(key, f"is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+    if not all(v > 0 for v in (pre.height, pre.width)) or pre.channels not in (1, 3):
+        raise bad(key, f"has height {pre.height}, width {pre.width}, channels {pre.channels} "
+                       "(sizes must be positive, channels 1 or 3)")
+    numbers = (pre.scale, *pre.mean, *pre.std)
+    if not all(math.isfinite(v) for v in numbers) or pre.scale <= 0:
+        raise bad(key, f"has a non-finite or non-positive scale/mean/std: scale {pre.scale}, "
+                       f"mean {list(pre.mean)}, std {list(pre.std)}")
+    if any(v == 0 for v in pre.std) or len(pre.mean) != pre.channels or len(pre.std) != pre.channels:
+        raise bad(key, f"has std {list(pre.std)} and mean {list(pre.mean)} for {pre.channels} "
+                       "channel(s) (one non-zero std and one mean per channel)")
+    return pre

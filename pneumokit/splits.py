@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-GROUPINGS = ("patient", "image")
+from .config import GROUPINGS
+from .errors import ConfigError
 
 
 def split_groups(index: pd.DataFrame) -> np.ndarray:
@@ -34,19 +35,19 @@ def split_groups(index: pd.DataFrame) -> np.ndarray:
 def kfold(index: pd.DataFrame, n_splits: int, seed: int, grouping: str = "patient") -> np.ndarray:
     """Fold number (0..n_splits-1) of every row: stratified, grouped unless ``grouping="image"``."""
     if grouping not in GROUPINGS:
-        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+        raise ConfigError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     labels = index["label"].to_numpy()
     if n_splits < 2:
-        raise ValueError(f"need at least 2 folds, got {n_splits}")
+        raise ConfigError(f"need at least 2 folds, got {n_splits}")
     minority = int(np.bincount(labels, minlength=2).min())
     if minority < n_splits:
-        raise ValueError(f"{n_splits} folds need at least {n_splits} images of each class; "
+        raise ConfigError(f"{n_splits} folds need at least {n_splits} images of each class; "
                          f"the smaller class has {minority}")
     if grouping == "patient":
         groups = split_groups(index)
         per_class = [len(np.unique(groups[labels == c])) for c in (0, 1)]
         if min(per_class) < n_splits:
-            raise ValueError(f"{n_splits} folds need at least {n_splits} patients of each class; "
+            raise ConfigError(f"{n_splits} folds need at least {n_splits} patients of each class; "
                              f"found {per_class[0]} NORMAL and {per_class[1]} PNEUMONIA patients")
     folds = np.full(len(index), -1)
     if grouping == "image":
@@ -66,7 +67,7 @@ def holdout(index: pd.DataFrame, fraction: float, seed: int, grouping: str = "pa
     With fewer than ``1 / fraction`` images of a class the part grows (to at most half).
     """
     if not 0.0 < fraction < 0.5:
-        raise ValueError(f"validation fraction must be in (0, 0.5), got {fraction!r}")
+        raise ConfigError(f"validation fraction must be in (0, 0.5), got {fraction!r}")
     n_splits = max(2, round(1 / fraction))
     # On a tiny dataset every class still needs a validation image: use fewer,
     # larger parts rather than fail.

@@ -13,6 +13,7 @@ from .config import CLASS_NAMES, CV_SPLITS, TrainConfig
 from .data import Problem, scan
 from .fitting import compile_model, fit
 from .metrics import binary_metrics
+from .pipeline import build_augmentations
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
 from .provenance import TRAINING_IMAGES, model_metadata, training_images, unparsed_warning
@@ -71,6 +72,9 @@ def train(
     arch = catalog.architecture(config.architecture)
     registry = registry or Registry()
     name = validate_name(name or arch.name)  # before training, not after
+    arch.check_options(config.options)
+    build_augmentations(config.augment, catalog, config.seed)  # a bad spec fails now, not later
+    registry.check_writable(name)
     result = scan(data_dir, splits=CV_SPLITS)
     index = result.require_usable(skip_bad=config.skip_bad)
     skipped = list(result.problems)

@@ -54,7 +54,7 @@ def test_save_get_and_refs(tmp_path):
     reg.set_alias("demo", "production", 1)
     assert reg.get("demo@production").version == 1
     assert reg.list() == [{"name": "demo", "versions": [1, 2], "latest": 2,
-                           "aliases": {"production": 1}}]
+                           "aliases": {"production": 1}, "problems": []}]
     assert [m.version for m in reg.versions("demo")] == [1, 2]
 
 

@@ -6,11 +6,8 @@ import os
 from pathlib import Path
 
 from ..catalog import Architecture
+from ..errors import WeightsUnavailableError  # noqa: F401  (re-exported)
 from .heads import sigmoid_output
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be downloaded or read."""
 
 
 def keras_cache_dir() -> Path:

@@ -32,6 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..errors import ConfigError
+
 LOW, HIGH = 0.0, 255.0
 
 
@@ -135,7 +137,7 @@ class RandomFlip(GeometricAugmentation):
     def __init__(self, mode: str = "horizontal", **kwargs):
         super().__init__(**kwargs)
         if mode not in ("horizontal", "vertical", "horizontal_and_vertical"):
-            raise ValueError(f"flip mode must be horizontal, vertical or horizontal_and_vertical, "
+            raise ConfigError(f"flip mode must be horizontal, vertical or horizontal_and_vertical, "
                              f"got {mode!r}")
         self.mode = mode
 
@@ -204,7 +206,7 @@ def number_in(value, name: str, low: float, high: float = math.inf) -> float:
         number = math.nan
     if not low <= number <= high:
         bound = f"in [{low:g}, {high:g}]" if high < math.inf else f">= {low:g}"
-        raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+        raise ConfigError(f"{name} must be a number {bound}, got {value!r}")
     return number
 
 
@@ -215,13 +217,13 @@ def parse_range(value, name: str, low: float, high: float) -> tuple[float, float
         try:
             pair = (float(first), float(second if sep else first))
         except ValueError:
-            raise ValueError(f"{name} {value!r}: expected MIN-MAX, e.g. {low:g}-{high:g}") from None
+            raise ConfigError(f"{name} {value!r}: expected MIN-MAX, e.g. {low:g}-{high:g}") from None
     elif isinstance(value, (int, float)):
         pair = (float(value), float(value))
     else:
         pair = tuple(float(v) for v in value)
     if len(pair) != 2 or not low <= pair[0] <= pair[1] <= high:
-        raise ValueError(f"{name} {value!r}: expected MIN-MAX with {low:g} <= MIN <= MAX <= {high:g}")
+        raise ConfigError(f"{name} {value!r}: expected MIN-MAX with {low:g} <= MIN <= MAX <= {high:g}")
     return pair
 
 
@@ -239,7 +241,7 @@ class RandomCropResize(GeometricAugmentation):
     def __init__(self, fraction: float = 0.9, scale=None, ratio=(0.75, 4 / 3), **kwargs):
         super().__init__(**kwargs)
         if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"crop fraction must be in (0, 1], got {fraction!r}")
+            raise ConfigError(f"crop fraction must be in (0, 1], got {fraction!r}")
         self.fraction = float(fraction)
         # "None" as list-augmentations prints the default, in any case: the fixed form
         unset = scale is None or str(scale).strip().lower() in ("", "none")
@@ -304,7 +306,7 @@ class RandomZoom(_CentredAffine):
     def __init__(self, factor: float = 0.1, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= factor < 1.0:
-            raise ValueError(f"zoom factor must be in [0, 1), got {factor!r}")
+            raise ConfigError(f"zoom factor must be in [0, 1), got {factor!r}")
         self.factor = float(factor)
 
     def inverse_maps(self, batch, height, width, seed):

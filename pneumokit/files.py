@@ -1,0 +1,147 @@
+"""Safe file writing and reading: atomic replacement, exclusive temporary files, regular files only.
+
+Every file pneumokit writes into a registry or run folder goes through
+``atomic_write``: the content is written to a new temporary file beside the
+target (created exclusively, so a planted link is never followed), flushed
+to disk and renamed over the target. A reader sees the old file or the new
+one, never half of one; a crash leaves at most a hidden ``.NAME.*`` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import ConfigError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """Open a fresh temporary file beside ``path``; on success it replaces ``path`` atomically.
+
+    The temporary file is created with ``O_CREAT | O_EXCL`` (``mkstemp``), so
+    it can never be a link planted in advance.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; others may need to read it
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary path beside ``path`` (same suffix) for writers that want a name
+    (e.g. ``keras.Model.save``); on success it replaces ``path`` atomically."""
+    path = Path(path)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))  # exclusive, 0700
+    tmp = folder / path.name
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        folder.rmdir()
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    with atomic_write(path) as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def write_csv_atomic(path: str | os.PathLike, frame) -> None:
+    """Write a pandas DataFrame as CSV (no index) to ``path`` atomically."""
+    with atomic_write(path, newline="") as f:
+        frame.to_csv(f, index=False)
+
+
+def copy_atomic(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Copy the regular file ``source`` to ``path`` atomically."""
+    with open(regular_file(source), "rb") as src, atomic_write(path, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+
+
+_KINDS = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket",
+          stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as a regular file (e.g. "a FIFO (named pipe)"), or None if it can.
+
+    Links are followed; a missing file, a dangling link and a link loop are
+    each reported as such. Nothing is opened, so a FIFO cannot block.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a dangling symbolic link" if os.path.islink(path) else "missing (no such file)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return exc.strerror or str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS.items() if test(mode)), "not a regular file")
+
+
+def regular_file(path: str | os.PathLike) -> str | os.PathLike:
+    """``path`` if it is a regular file, else ``FileNotFoundError``/``OSError`` saying what it is."""
+    why = not_regular(path)
+    if why is not None:
+        raise OSError(f"{path}: is {why}, not a regular file" if why.startswith("a ")
+                      else f"{path}: {why}")
+    return path
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """``path`` if a file can be written there (its folder exists and is writable), else ``ConfigError``.
+
+    For checks before long work, so that it is not done and then lost.
+    """
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(f"output {path} is a folder; give a file name, e.g. {path / 'predictions.csv'}")
+    if not folder.is_dir():
+        raise ConfigError(f"output {path}: folder {folder} does not exist; create it first")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output {path}: cannot write in {folder} ({exc.strerror or exc})") from None
+    return path
+
+
+def printable(path: str | os.PathLike) -> str:
+    """``path`` as text that can be printed and written as UTF-8: bytes of a file name that
+    are not UTF-8 (held as surrogates by Python) are shown as ``\\xNN`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -1,0 +1,91 @@
+"""``pneumokit registry verify``: re-check a registry against what it recorded.
+
+For each version: its metadata reads and names the right version; every
+recorded artifact is present with its recorded sha256; no file lies there
+unrecorded; and an exported ``model.onnx`` carries a valid contract that
+agrees with ``metadata.json`` (threshold, class names, preprocessing, model).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from .errors import PneumokitError, RegistryError
+from .export import ONNX_FILE, metadata_props
+from .registry import METADATA_FILE, MODEL_FILE, ModelVersion, Registry
+
+
+def verify(registry: Registry, ref: str | None = None) -> list[dict]:
+    """One ``{"ref", "problems"}`` per version checked: ``ref``'s, else every version's."""
+    if ref is not None:
+        name, version = registry._resolve(ref)
+        targets = [(name, version)]
+    else:
+        targets = [(r["name"], v) for r in registry.list() for v in r["versions"]]
+    return [{"ref": f"{n}:{v}", "problems": version_problems(registry, n, v)} for n, v in targets]
+
+
+def version_problems(registry: Registry, name: str, version: int) -> list[str]:
+    """Everything wrong with one version, each a sentence naming the file."""
+    try:
+        mv = registry.get(f"{name}:{version}")
+    except RegistryError as exc:
+        return [str(exc)]
+    meta_path = mv.path / METADATA_FILE
+    problems = []
+    if mv.metadata.get("name") != name or mv.metadata.get("version") != version:
+        problems.append(f"{meta_path}: records {mv.metadata.get('name')}:{mv.metadata.get('version')}, "
+                        f"but lies in the folder of {mv.ref}")
+    recorded = mv.metadata.get("artifacts")
+    if not isinstance(recorded, dict) or MODEL_FILE not in recorded:
+        return [*problems, f"{meta_path}: records no artifacts (or no {MODEL_FILE})"]
+    for rel in sorted(recorded):
+        try:
+            mv.verify(rel)
+        except RegistryError as exc:
+            problems.append(str(exc))
+    for path in sorted(mv.path.rglob("*")):
+        rel = str(path.relative_to(mv.path))
+        if (path.is_file() or path.is_symlink()) and rel not in recorded and rel != METADATA_FILE:
+            problems.append(f"{path}: not recorded in {meta_path} (a leftover of an interrupted "
+                            "write, or added by hand); remove it")
+    threshold = mv.metadata.get("threshold")
+    if not (isinstance(threshold, int | float) and math.isfinite(threshold) and 0 <= threshold <= 1):
+        problems.append(f"{meta_path}: threshold {threshold!r} is not a number in [0, 1]")
+    if ONNX_FILE in recorded and not problems:
+        problems += onnx_disagreements(mv)
+    return problems
+
+
+def onnx_disagreements(mv: ModelVersion) -> list[str]:
+    """Where the ONNX file's ``pneumokit.*`` metadata disagrees with ``metadata.json``."""
+    from .runtime import Predictor
+
+    try:
+        predictor = Predictor(mv.path / ONNX_FILE, providers="cpu")
+    except PneumokitError as exc:
+        return [str(exc)]
+    onnx = predictor.session.get_modelmeta().custom_metadata_map
+    try:
+        expected = metadata_props(mv.metadata)
+    except (KeyError, TypeError, ValueError) as exc:
+        return [f"{mv.path / METADATA_FILE}: incomplete ({type(exc).__name__}: {exc})"]
+    problems = []
+    for key in ("pneumokit.threshold", "pneumokit.class_names", "pneumokit.preprocessing",
+                "pneumokit.model", "pneumokit.calibration"):
+        got, want = onnx.get(key), expected.get(key)
+        if _parsed(got) != _parsed(want):
+            problems.append(f"{mv.path / ONNX_FILE}: {key} is {got} but {mv.path / METADATA_FILE} "
+                            f"says {want}: one of them was edited; the ONNX file is what `predict` "
+                            "and `evaluate` use")
+    return problems
+
+
+def _parsed(value: str | None):
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
