@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import re
 import warnings
@@ -73,6 +74,8 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
             raise ImageDecodeError(f"is {why}, not an image file" if why.startswith("a ") else why)
     try:
         with Image.open(source, formats=IMAGE_FORMATS) as img:
+            if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):  # whatever the filters
+                raise Image.DecompressionBombError(f"Image size ({img.width * img.height} pixels)")
             if draft and size is not None and img.format == "JPEG":
                 img.draft("L", (size, size))
             ImageOps.exif_transpose(img, in_place=True)

@@ -19,3 +19,16 @@ def fresh_plugins():
     plugins._cached.cache_clear()
     yield plugins
     plugins._cached.cache_clear()
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch, fresh_plugins):
+    """Install fake third-party entry points beside the real built-in ones."""
+    from importlib import metadata
+
+    real = [ep for ep in metadata.entry_points(group="pneumokit") if ep.dist.name == "pneumokit"]
+
+    def install(*fakes):
+        monkeypatch.setattr(fresh_plugins.metadata, "entry_points", lambda group: [*real, *fakes])
+
+    return install

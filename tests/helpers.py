@@ -1,9 +1,12 @@
 """Small synthetic datasets for fast tests (real-data tests are marked slow)."""
 
+import types
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from pneumokit import hookimpl
 
 NAMES = {
     "NORMAL": ["IM-{p:04d}-{i:04d}.jpeg", "NORMAL2-IM-{p:04d}-{i:04d}.jpeg"],
@@ -35,3 +38,69 @@ def make_dataset(root: Path, per_class: int = 12, size: int = 48, splits=("train
                 name = template.format(p=patient, i=i)
                 Image.fromarray(xray_like(label, size, rng)).save(folder / name, quality=95)
     return root
+
+
+class FakeEntryPoint:
+    """An entry point of a fake distribution whose module is given (or fails to import)."""
+
+    def __init__(self, dist, name, module=None, error=None, version="1.0"):
+        self.dist = types.SimpleNamespace(name=dist, version=version)
+        self.name = name
+        self.value = f"{dist.replace('-', '_')}.{name}"
+        self._module, self._error = module, error
+
+    def load(self):
+        if self._error:
+            raise self._error
+        return self._module
+
+
+def make_module(name, **hooks):
+    module = types.ModuleType(name)
+    for hook_name, fn in hooks.items():
+        setattr(module, hook_name, hookimpl(fn))
+    return module
+
+
+def tiny_onnx(path: Path, size: int = 8, props: dict | None = None, nan: bool = False) -> Path:
+    """A hand-built ONNX model with pneumokit's contract: sigmoid(mean of the pixels).
+
+    ``props`` overrides metadata keys (a value of None removes the key); ``nan``
+    makes the graph output NaN (0/0), as a damaged weight would.
+    """
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pneumokit.export import metadata_props
+    from pneumokit.preprocessing import Preprocessing
+
+    nodes = [helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+             helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1)]
+    if nan:
+        nodes += [helper.make_node("Sub", ["mean", "mean"], ["zero"]),
+                  helper.make_node("Div", ["zero", "zero"], ["logit"])]
+    else:
+        nodes.append(helper.make_node("Identity", ["mean"], ["logit"]))
+    nodes.append(helper.make_node("Sigmoid", ["logit"], ["probability"]))
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", size, size, 1])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    pre = Preprocessing.from_preset("unit", size, 1).to_dict()
+    meta = {"name": "tiny", "version": 1, "threshold": 0.5, "preprocessing": pre,
+            "architecture": {"name": "hand_built"}}
+    entries = metadata_props(meta)
+    for key, value in (props or {}).items():
+        if value is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = value if isinstance(value, str) else json.dumps(value)
+    for key, value in entries.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path

@@ -5,39 +5,16 @@ import os
 import subprocess
 import sys
 import textwrap
-import types
 from importlib import metadata
 
 import pytest
 from click.testing import CliRunner
+from helpers import FakeEntryPoint, make_module  # noqa: E402
 
 import pneumokit
-from pneumokit import plugins as plugins_module
 from pneumokit.cli import main
 
 BUILTIN_ARCHITECTURES = {"cnn", "cnn_optimized", "efficientnet_b0", "mobilenet_v2", "vgg16"}
-
-
-class FakeEntryPoint:
-    """An entry point of a fake distribution whose module is given (or fails to import)."""
-
-    def __init__(self, dist, name, module=None, error=None, version="1.0"):
-        self.dist = types.SimpleNamespace(name=dist, version=version)
-        self.name = name
-        self.value = f"{dist.replace('-', '_')}.{name}"
-        self._module, self._error = module, error
-
-    def load(self):
-        if self._error:
-            raise self._error
-        return self._module
-
-
-def make_module(name, **hooks):
-    module = types.ModuleType(name)
-    for hook_name, fn in hooks.items():
-        setattr(module, hook_name, pneumokit.hookimpl(fn))
-    return module
 
 
 def tiny_build(input_shape, **options):
@@ -46,19 +23,6 @@ def tiny_build(input_shape, **options):
 
 def good_arch(register):
     register(pneumokit.Architecture(name="good_net", build=tiny_build, description="ok"))
-
-
-@pytest.fixture
-def fake_entry_points(monkeypatch, fresh_plugins):
-    """Install fake third-party entry points beside the real built-in ones."""
-    real = [ep for ep in metadata.entry_points(group="pneumokit") if ep.dist.name == "pneumokit"]
-
-    def install(*fakes):
-        monkeypatch.setattr(
-            plugins_module.metadata, "entry_points", lambda group: [*real, *fakes]
-        )
-
-    return install
 
 
 def by_name(loaded):
