@@ -106,8 +106,8 @@ def _refused_format(source) -> str:
 
 def _too_large(exc: Exception) -> str:
     pixels = re.search(r"\((\d+) pixels\)", str(exc))
-    size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "too many pixels"
-    return (f"image is {size}, over the limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels "
+    size = f"{int(pixels.group(1)) / 1e6:.3g} megapixels" if pixels else "too many pixels"
+    return (f"image is {size}, over the limit of {Image.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels "
             "(Pillow's guard against decompression bombs, PIL.Image.MAX_IMAGE_PIXELS); "
             "downscale it first")
 
