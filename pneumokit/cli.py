@@ -397,28 +397,40 @@ def registry_show(ref, registry_root, as_json):
     if as_json:
         _echo_json({"ref": mv.ref, "path": str(mv.path), "metadata": mv.metadata})
         return
+    try:
+        lines = _summary(mv)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise click.ClickException(
+            f"{mv.path / 'metadata.json'}: incomplete or edited ({type(exc).__name__}: {exc}); "
+            f"check it with `pneumokit registry verify {mv.ref}`, or print it with --json") from exc
+    click.echo("\n".join(lines))
+
+
+def _summary(mv) -> list[str]:
+    """The lines of ``registry show`` for one version."""
     meta = mv.metadata
-    click.echo(f"{mv.ref}  ({mv.path})")
-    click.echo(f"  created: {meta.get('created_at')}  architecture: {meta['architecture']['name']} "
-               f"({meta['architecture']['plugin']} {meta['architecture']['plugin_version']})")
+    lines = [f"{mv.ref}  ({mv.path})"]
+    lines.append(f"  created: {meta.get('created_at')}  architecture: {meta['architecture']['name']} "
+                 f"({meta['architecture']['plugin']} {meta['architecture']['plugin_version']})")
     rule = f" ({meta['threshold_rule']})" if meta.get("threshold_rule") else ""
-    click.echo(f"  input: {meta['image_size']}x{meta['image_size']}x{meta['channels']}  "
-               f"threshold: {meta['threshold']:.4f}{rule}")
+    lines.append(f"  input: {meta['image_size']}x{meta['image_size']}x{meta['channels']}  "
+                 f"threshold: {meta['threshold']:.4f}{rule}")
     if meta.get("calibration"):
         cal = meta["calibration"]
-        click.echo(f"  calibration: temperature {cal['temperature']:.3f} (Brier {cal['brier']:.4f}, "
-                   f"ECE {cal['ece']:.4f})")
+        lines.append(f"  calibration: temperature {cal['temperature']:.3f} (Brier {cal['brier']:.4f}, "
+                     f"ECE {cal['ece']:.4f})")
     if meta.get("ensemble"):
-        click.echo(f"  ensemble: mean of {meta['ensemble']['folds']} fold models")
+        lines.append(f"  ensemble: mean of {meta['ensemble']['folds']} fold models")
     for key, value in meta.get("metrics", {}).items():
         if isinstance(value, dict) and "auc" in value:
-            click.echo(f"  {key}: " + "  ".join(
+            lines.append(f"  {key}: " + "  ".join(
                 f"{k} {_figure(value[k])}" for k in ("auc", "accuracy", "recall", "specificity")))
     onnx_info = meta.get("onnx")
     if onnx_info:
-        click.echo(f"  onnx: opset {onnx_info['opset']}, parity max |diff| "
-                   f"{onnx_info['parity']['max_abs_diff']:.2e}")
-    click.echo("  artifacts: " + ", ".join(sorted(meta.get("artifacts", {}))))
+        lines.append(f"  onnx: opset {onnx_info['opset']}, parity max |diff| "
+                     f"{onnx_info['parity']['max_abs_diff']:.2e}")
+    lines.append("  artifacts: " + ", ".join(sorted(meta.get("artifacts", {}))))
+    return lines
 
 
 def _figure(value) -> str:

@@ -243,6 +243,8 @@ def test_damaged_registry_files(tmp_path):
         reg.get("demo:2")
     with pytest.raises(RegistryError, match=r"demo/3/metadata.json: missing"):
         reg.get("demo:3")
+    one_line_error(CliRunner().invoke(main, ["registry", "show", "demo:1", "--registry", str(tmp_path)]),
+                   "demo/1/metadata.json: incomplete or edited")  # holds no architecture
     listing = CliRunner().invoke(main, ["registry", "list", "--registry", str(tmp_path)])
     assert listing.exit_code == 0 and "demo/2/metadata.json" in listing.output
     assert "demo/3/metadata.json" in listing.output and listing.output.splitlines()[1].split()[:3] == [
