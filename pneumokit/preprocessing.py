@@ -72,6 +72,8 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
         why = not_regular(source)
         if why is not None:
             raise ImageDecodeError(f"is {why}, not an image file" if why.startswith("a ") else why)
+        if os.path.getsize(source) == 0:
+            raise ImageDecodeError("empty file (0 bytes)")
     try:
         with Image.open(source, formats=IMAGE_FORMATS) as img:
             if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):  # whatever the filters

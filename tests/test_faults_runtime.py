@@ -114,6 +114,10 @@ def test_other_formats_are_refused_by_name(tmp_path):
     Image.new("L", (10, 10)).save(bmp, format="BMP")
     with pytest.raises(ImageDecodeError, match="content is BMP.*convert it to JPEG or PNG"):
         decode(str(bmp), 8)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageDecodeError, match=r"empty file \(0 bytes\)"):
+        decode(str(empty), 8)
     junk = tmp_path / "junk.jpeg"
     junk.write_bytes(b"hello")
     with pytest.raises(ImageDecodeError, match="not a recognised image format"):
