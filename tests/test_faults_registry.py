@@ -120,6 +120,25 @@ def test_os_errors_while_writing_name_the_file(tmp_path, monkeypatch):
     assert reg.get("demo:1").version == 1  # nothing was lost
 
 
+def test_export_into_an_unwritable_version_is_one_line(registry_copy, monkeypatch):
+    version = registry_copy / "tiny" / "1"
+    meta = json.loads((version / "metadata.json").read_text())
+    meta["artifacts"].pop("model.onnx")  # as if never exported
+    (version / "metadata.json").write_text(json.dumps(meta))
+    (version / "model.onnx").unlink()
+    real_replace = os.replace
+
+    def refuse(src, dst, *args, **kwargs):
+        if str(dst).startswith(str(version)):
+            raise PermissionError(13, "Permission denied", str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    one_line_error(CliRunner().invoke(main, ["export", "tiny:1", "--registry", str(registry_copy)]),
+                   "cannot write to the registry at", "model.onnx", "Permission denied")
+    assert not (version / "model.onnx").exists() and [p.name for p in version.glob(".*")] == []
+
+
 # 3. Temporary files are created exclusively: a planted link is never followed --------------
 
 def test_export_never_follows_a_planted_link(data, tmp_path):
