@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import TrainingError
+
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before taking logits
 T_RANGE = (1e-2, 1e2)
 
@@ -89,6 +91,10 @@ def calibrate(labels, prob, rule: str, target_sensitivity: float | None = None):
     """
     from .metrics import choose_threshold
 
+    bad = int(np.count_nonzero(~np.isfinite(np.asarray(prob, dtype=np.float64))))
+    if bad:
+        raise TrainingError(f"training diverged: {bad} of {len(prob)} held-out predictions are not finite "
+                            "(NaN); lower --learning-rate, or check the images")
     temperature = fit_temperature(labels, prob)
     calibrated = apply_temperature(prob, temperature)
     threshold, rule_text = choose_threshold(labels, calibrated, rule, target_sensitivity)

@@ -16,7 +16,9 @@ from .plugins import loaded
 
 
 def _echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    from .files import json_safe
+
+    click.echo(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False))
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -191,7 +193,11 @@ def _format_check(r: dict) -> str:
     if r["problems"]:
         lines.append(f"problems: {len(r['problems'])}")
         lines += [f"  {p['path']}: {p['reason']}" for p in r["problems"]]
-        lines.append("not usable: fix these, or train with --skip-bad to leave bad files out")
+        if any(p["fatal"] for p in r["problems"]):
+            lines.append("not usable: fix the layout (DIR/train/{NORMAL,PNEUMONIA}/*.jpeg); "
+                         "--skip-bad cannot help with that")
+        else:
+            lines.append("not usable: fix these, or train with --skip-bad to leave bad files out")
     else:
         lines.append("problems: none — usable")
     return "\n".join(lines)
@@ -545,14 +551,14 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
     from .registry import Registry
     from .runtime import Predictor, expand_inputs
 
-    if output:  # checked before any scoring
-        check_output_file(output)
+    if output is not None:  # checked before any scoring
+        check_output_file(output, inputs=[*inputs, model])
     predictor = Predictor(model, providers=providers, registry=Registry(registry_root), tf32=tf32)
     paths = expand_inputs(inputs)
     if not paths:
         raise click.ClickException(f"no images found in {', '.join(inputs)}")
     rows = predictor.predict_files(paths, batch_size=batch_size, threshold=threshold)
-    if output:
+    if output is not None:
         import pandas as pd
 
         from .files import write_csv_atomic
@@ -596,6 +602,8 @@ def evaluate_command(ref, data_dir, split, output, skip_bad, registry_root, as_j
         _echo_json(report)
         return
     click.echo(f"{report['ref']} on {report['split']} ({report['images']} images) with {report['engine']}")
+    if report.get("one_class"):
+        click.echo(f"warning: {report['one_class']}", err=True)
     seen = report["images_seen_in_training"]
     if seen:
         click.echo(f"warning: {seen} of these {report['images']} images were in this model's training "

@@ -60,6 +60,10 @@ DEFAULT_THRESHOLD_RULE = "calibrated"
 DEFAULT_PATIENCE = 5
 DEFAULT_VAL_FRACTION = 0.15
 DEFAULT_MODEL_NAME = None  # None: the architecture's name
+MAX_EPOCHS = 100_000
+MAX_IMAGE_SIZE = 4096  # pixels per side, as for an architecture's image_size
+# Keras's and NumPy's seeds are unsigned 32-bit; derived seeds (seed + fold, + layer) stay below.
+MAX_SEED = 2**31 - 1
 GROUPINGS = ("patient", "image")  # "image" lets a patient's images leak across folds
 PRECISIONS = ("auto", "float32", "mixed")  # auto: mixed_float16 on GPUs with compute capability >= 7.0
 XLA_MODES = ("auto", "on", "off")  # auto: on with a GPU, off on CPU (where it is ~10x slower)
@@ -70,8 +74,8 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _is_int(value, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+def _is_int(value, low: int, high: float = math.inf) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def _is_number(value) -> bool:
@@ -108,16 +112,18 @@ class TrainConfig:
         _check(self.target_sensitivity is None or (_is_number(self.target_sensitivity)
                                                    and 0.0 < self.target_sensitivity <= 1.0),
                f"target_sensitivity must be in (0, 1], got {self.target_sensitivity!r}")
-        _check(_is_number(self.learning_rate) and self.learning_rate > 0,
-               f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
-        for key, low in (("epochs", 1), ("batch_size", 1), ("patience", 0)):
-            _check(_is_int(getattr(self, key), low), f"{key} must be an integer >= {low}, "
-                                                    f"got {getattr(self, key)!r}")
-        _check(self.image_size is None or _is_int(self.image_size, 8),
-               f"image_size must be an integer >= 8 (or None), got {self.image_size!r}")
+        _check(_is_number(self.learning_rate) and 0 < self.learning_rate <= 1,
+               f"learning_rate must be a number in (0, 1], got {self.learning_rate!r}")
+        limits = (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, 2**20), ("patience", 0, MAX_EPOCHS))
+        for key, low, high in limits:
+            _check(_is_int(getattr(self, key), low, high), f"{key} must be an integer in {low}..{high}, "
+                                                          f"got {getattr(self, key)!r}")
+        _check(self.image_size is None or _is_int(self.image_size, 8, MAX_IMAGE_SIZE),
+               f"image_size must be an integer in 8..{MAX_IMAGE_SIZE} (or None), got {self.image_size!r}")
         _check(_is_number(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
                f"val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
-        _check(_is_int(self.seed, -(2**63)), f"seed must be an integer, got {self.seed!r}")
+        _check(_is_int(self.seed, 0, MAX_SEED),
+               f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
         _check(isinstance(self.options, dict), f"options must be a dict, got {self.options!r}")
 
     def to_dict(self) -> dict:
@@ -139,7 +145,7 @@ class CVConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check(_is_int(self.folds, 2), f"folds must be an integer >= 2, got {self.folds!r}")
+        _check(_is_int(self.folds, 2, 1000), f"folds must be an integer in 2..1000, got {self.folds!r}")
         _check(self.grouping in GROUPINGS,
                f"grouping {self.grouping!r}: choose one of {', '.join(GROUPINGS)}")
         _check(self.precision in PRECISIONS,

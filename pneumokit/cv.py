@@ -15,6 +15,7 @@ applied inside it, so every runtime gets calibrated probabilities.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -186,15 +187,8 @@ def run_cv(
     catalog = get_catalog()
     if resume is not None:
         out = Path(resume)
-        record_path = out / RUN_FILE
-        if not record_path.is_file():
-            raise ResumeError(f"{out} is not a pneumokit cv run folder (no {RUN_FILE})")
-        saved = json.loads(record_path.read_text())
-        missing = sorted(set(CVConfig.__dataclass_fields__) - set(saved["config"]))
-        if missing:
-            raise ResumeError(f"{out} was started by an older pneumokit (its settings lack "
-                              f"{', '.join(missing)}): start a new run")
-        config = config or CVConfig(**saved["config"])
+        saved = read_run(out)
+        config = config or saved["config_object"]
         changed = _differences(_fold_settings(config.to_dict()), _fold_settings(saved["config"]))
         if changed:
             raise ResumeError(f"{out} was run with other settings ({changed}); resume with the "
@@ -258,7 +252,7 @@ def run_cv(
         for k in range(1, config.folds + 1):
             path = out / "folds" / f"fold_{k}.json"
             if path.exists() and (not config.ensemble or fold_model_path(out, k).exists()):
-                fold_results.append(FoldResult.from_json(json.loads(path.read_text())))
+                fold_results.append(_load_fold(path))
                 resumed.append(k)
                 bar.update(1)
                 continue
@@ -355,6 +349,42 @@ def run_cv(
     cv_result.wall_s = time.perf_counter() - started
     write_json_atomic(out / "result.json", cv_result.to_dict())
     return cv_result
+
+
+def read_run(out: Path) -> dict:
+    """The record of a run folder to resume, checked; ``ResumeError`` naming the file otherwise."""
+    path = out / RUN_FILE
+    if not path.is_file():
+        raise ResumeError(f"{out} is not a pneumokit cv run folder (no {RUN_FILE})")
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ResumeError(f"{path}: damaged ({exc}); start a new run") from None
+    if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
+            and isinstance(saved.get("data"), str) and isinstance(saved.get("dataset"), dict)):
+        raise ResumeError(f"{path}: damaged (not a pneumokit run record); start a new run")
+    missing = sorted(set(CVConfig.__dataclass_fields__) - set(saved["config"]))
+    if missing:
+        raise ResumeError(f"{out} was started by an older pneumokit (its settings lack "
+                          f"{', '.join(missing)}): start a new run")
+    try:
+        saved["config_object"] = CVConfig(**saved["config"])
+    except (TypeError, ValueError) as exc:
+        raise ResumeError(f"{path}: damaged settings ({exc}); start a new run") from None
+    model = None
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):  # no or damaged result
+        model = json.loads((out / "result.json").read_text()).get("model")["ref"]
+    if model:
+        raise ResumeError(f"{out} is complete: it registered {model}; start a new run for another model")
+    return saved
+
+
+def _load_fold(path: Path) -> FoldResult:
+    try:
+        return FoldResult.from_json(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ResumeError(f"{path}: damaged ({type(exc).__name__}: {exc}); delete it and resume to "
+                          "train that fold again") from None
 
 
 def _fold_settings(config: dict) -> dict:

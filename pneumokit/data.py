@@ -125,6 +125,18 @@ def _children(folder: Path, names: Iterable[str]) -> dict[str, Path]:
     return found
 
 
+def _case_clashes(folder: Path, names: Iterable[str]) -> list[Problem]:
+    """A fatal problem for each wanted name that more than one sub-folder matches (``NORMAL/`` and
+    ``normal/``): one would be silently left out."""
+    wanted = {n.lower() for n in names}
+    seen: dict[str, list[str]] = {}
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and child.name.lower() in wanted:
+            seen.setdefault(child.name.lower(), []).append(child.name)
+    return [Problem(str(folder), f"folders {' and '.join(f'{n}/' for n in found)} differ only in case: "
+                    "merge them into one", fatal=True) for found in seen.values() if len(found) > 1]
+
+
 def _hidden(path: Path) -> bool:
     return path.name.startswith(".") or path.name.startswith("__")
 
@@ -185,7 +197,7 @@ def scan(
     workers : threads for reading and decoding.
     """
     root = resolve_root(data_dir)
-    problems: list[Problem] = []
+    problems: list[Problem] = _case_clashes(root, SPLITS)
     split_dirs = _children(root, SPLITS)
     wanted = [s.lower() for s in splits]
     if "train" not in split_dirs and "train" in wanted:
@@ -201,6 +213,7 @@ def scan(
         if split not in wanted:
             continue
         class_dirs = _children(split_dir, CLASS_NAMES)
+        problems += _case_clashes(split_dir, CLASS_NAMES)
         for child in sorted(split_dir.iterdir()):
             if _hidden(child):
                 continue

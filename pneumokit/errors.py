@@ -32,6 +32,10 @@ class CatalogError(PneumokitError, ValueError):
     """A record is invalid, or a name is not in the catalog."""
 
 
+class TrainingError(PneumokitError):
+    """Training gave no usable model (e.g. it diverged); the message says what to change."""
+
+
 class PluginError(PneumokitError):
     """A plugin's code failed; the message names the plugin."""
 

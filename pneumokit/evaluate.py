@@ -11,7 +11,7 @@ import pandas as pd
 from .config import CLASS_NAMES, SPLITS
 from .data import DatasetError, scan
 from .errors import ConfigError, IntegrityError, ModelFileError
-from .files import write_csv_atomic, write_json_atomic
+from .files import check_output_folder, write_csv_atomic, write_json_atomic
 from .metrics import binary_metrics
 from .preprocessing import Preprocessing
 from .registry import Registry
@@ -53,6 +53,8 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
         raise ConfigError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
     split = str(split).lower()  # folders match case-insensitively too
     mv = registry.get(ref)
+    out = Path(output) if output else Path("runs") / "evaluate" / f"{mv.name}-v{mv.version}-{split}"
+    check_output_folder(out, "--output", create=True)
     result = scan(data_dir, splits=[split])
     index = result.require_usable(skip_bad=skip_bad)
     index = index[index["split"] == split]
@@ -79,7 +81,6 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
         raise ModelFileError(f"{mv.ref} gave no probability for {bad.size} of {len(paths)} images "
                              f"(e.g. {paths[bad[0]]}): {NOT_FINITE}")
     seen = _training_overlap(mv, index)
-    out = Path(output) if output else Path("runs") / "evaluate" / f"{mv.name}-v{mv.version}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "ref": mv.ref, "data": str(result.root), "split": split, "images": len(paths),
@@ -96,6 +97,8 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
         roc_curves([(f"{mv.ref} on {split}", y, prob)], out / "roc.png")
     else:  # one class only: no ROC curve, no AUC
         report["files"].pop("roc.png")
+        report["one_class"] = (f"only {CLASS_NAMES[int(y[0])]} images in {split}: AUC is undefined "
+                               "(null), and so is either recall or specificity")
     confusion(report["at_threshold"]["confusion_matrix"], out / "confusion.png", CLASS_NAMES,
               f"{mv.ref} on {split}, threshold {threshold:.3f}")
     write_json_atomic(out / "metrics.json", report)

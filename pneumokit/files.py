@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import stat
 import tempfile
@@ -66,10 +67,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         folder.rmdir()
 
 
+def json_safe(data: Any) -> Any:
+    """``data`` with every non-finite float (NaN, inf) as None: strict JSON has no NaN."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [json_safe(v) for v in data]
+    if hasattr(data, "item") and hasattr(data, "dtype") and getattr(data, "ndim", 1) == 0:
+        return json_safe(data.item())  # a NumPy scalar
+    return data
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically."""
+    """Write ``data`` as indented, strict JSON (NaN as null) to ``path`` atomically."""
     with atomic_write(path) as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        json.dump(json_safe(data), f, indent=2, sort_keys=True, default=str, allow_nan=False)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -122,23 +136,60 @@ def regular_file(path: str | os.PathLike) -> str | os.PathLike:
     return path
 
 
-def check_output_file(path: str | os.PathLike) -> Path:
-    """``path`` if a file can be written there (its folder exists and is writable), else ``ConfigError``.
+def check_output_file(path: str | os.PathLike, inputs=()) -> Path:
+    """``path`` if a results file can be written there, else ``ConfigError``; for checks before
+    long work, so that it is not done and then lost.
 
-    For checks before long work, so that it is not done and then lost.
+    Refused: a folder, a missing or unwritable folder, one of ``inputs``, an image or model
+    file name, and anything inside a registry version folder (versions are immutable).
     """
     path = Path(path)
-    folder = path.parent
-    if path.is_dir():
+    if path.is_dir() or not path.name:
         raise ConfigError(f"output {path} is a folder; give a file name, e.g. {path / 'predictions.csv'}")
-    if not folder.is_dir():
-        raise ConfigError(f"output {path}: folder {folder} does not exist; create it first")
+    if path.suffix.lower() in PROTECTED_SUFFIXES or any(_same(path, i) for i in inputs):
+        raise ConfigError(f"output {path} would overwrite an image or model; give a new file name, "
+                          "e.g. predictions.csv")
+    check_output_folder(path.parent, f"output {path}")
+    return path
+
+
+def check_output_folder(folder: str | os.PathLike, what: str, create: bool = False) -> Path:
+    """``folder`` if results can be written in it (``create``: it may not exist yet)."""
+    folder = Path(folder)
+    version = registry_version_of(folder)
+    if version is not None:
+        raise ConfigError(f"{what}: {folder} is inside the registry version folder {version}, which "
+                          "is immutable; choose a folder outside the registry")
+    existing = next((f for f in (folder, *folder.parents) if f.exists()), Path("."))
+    if not create and not folder.is_dir():
+        raise ConfigError(f"{what}: folder {folder} does not exist; create it first")
+    if not existing.is_dir():
+        raise ConfigError(f"{what}: {existing} is a file, not a folder")
     try:
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        raise ConfigError(f"output {path}: cannot write in {folder} ({exc.strerror or exc})") from None
-    return path
+        raise ConfigError(f"{what}: cannot write in {existing} ({exc.strerror or exc})") from None
+    return folder
+
+
+PROTECTED_SUFFIXES = (".jpeg", ".jpg", ".png", ".onnx", ".keras", ".h5")
+
+
+def registry_version_of(path: str | os.PathLike) -> Path | None:
+    """The registry version folder (one holding ``metadata.json`` and ``model.keras``) that
+    ``path`` is or lies in, or None."""
+    for folder in (Path(path).resolve(), *Path(path).resolve().parents):
+        if (folder / "metadata.json").is_file() and (folder / "model.keras").exists():
+            return folder
+    return None
+
+
+def _same(a: Path, b) -> bool:
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def printable(path: str | os.PathLike) -> str:

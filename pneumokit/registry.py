@@ -32,7 +32,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .errors import IntegrityError, RegistryError
+from .errors import IntegrityError, ModelFileError, RegistryError
 from .files import atomic_write, copy_atomic, write_bytes_atomic, write_json_atomic
 
 REGISTRY_ENV = "PNEUMOKIT_REGISTRY"
@@ -204,10 +204,30 @@ class Registry:
         hours of training, not after): the root is a folder, and a file can be created there."""
         folder = self._model_dir(name)
         target = folder if folder.is_dir() else self.root
+        for special in (folder / _LAST_VERSION, folder / ".lock"):
+            if special.is_dir():
+                raise RegistryError(f"{special} is a folder, not a file: remove it (pneumokit "
+                                    "recreates it)")
         with _writing(target):
             target.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=target):
                 pass
+
+    @contextlib.contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        """A hidden scratch folder in ``name``'s registry folder for files on their way into a
+        version (plots, history): removed on exit, and by the next save if this process was
+        killed, so nothing is left outside the registry."""
+        folder = self._model_dir(name)
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            self._clean_stale_tmp(folder)
+            tmp = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}-staging"
+            tmp.mkdir()
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def save(self, name: str, model, metadata: dict | None = None,
              artifacts: dict[str, str | os.PathLike | bytes] | None = None) -> ModelVersion:
@@ -366,7 +386,12 @@ class Registry:
         """Resolve ``name``, ``name:N`` or ``name@alias`` to a ``ModelVersion``."""
         name, version = self._resolve(ref)
         path = self.root / name / str(version)
-        meta = read_json(path / METADATA_FILE, dict, _DAMAGED_VERSION_FIX.format(ref=f"{name}:{version}"))
+        fix = _DAMAGED_VERSION_FIX.format(ref=f"{name}:{version}")
+        meta = read_json(path / METADATA_FILE, dict, fix)
+        artifacts = meta.get("artifacts", {})
+        if not (isinstance(artifacts, dict) and all(isinstance(v, str) for v in artifacts.values())):
+            raise RegistryError(f"{path / METADATA_FILE}: damaged (\"artifacts\" must map file names to "
+                                f"sha256 strings). {fix}")
         return ModelVersion(name=name, version=version, path=path, metadata=meta)
 
     def versions(self, name: str) -> list[ModelVersion]:
@@ -409,7 +434,14 @@ class Registry:
         from . import ensemble  # noqa: F401 - registers the calibrated head with Keras's loader
 
         mv = self.get(ref)
-        return keras.saving.load_model(mv.verify(MODEL_FILE), compile=compile)
+        path = mv.verify(MODEL_FILE)
+        try:
+            return keras.saving.load_model(path, compile=compile)
+        except Exception as exc:  # Keras raises many types for a file it cannot read
+            raise ModelFileError(f"{path}: Keras cannot load it ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())[:200]}), although its sha256 matches the "
+                                 f"metadata: it was replaced along with its record. {_DAMAGED_VERSION_FIX}"
+                                 .format(ref=mv.ref)) from None
 
 
 _DAMAGED_VERSION_FIX = ("Restore it from a backup, or remove the version with "

@@ -5,7 +5,6 @@ No TensorFlow is imported here: a served model needs onnxruntime, NumPy and Pill
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -14,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from .config import IMAGE_EXTENSIONS
+from .contract import read_contract
 from .errors import ConfigError, DeviceError, ImageDecodeError, ModelFileError, RegistryError
 from .files import not_regular, printable
-from .preprocessing import Preprocessing
 
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -52,14 +51,24 @@ def provider_options(providers: Sequence[str], tf32: bool = False) -> list[dict]
 
 
 def expand_inputs(items: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, folders expanded recursively to their images (sorted)."""
+    """Files as given, folders expanded recursively to their images (sorted). Linked
+    sub-folders are followed, each real folder once (a link loop ends there)."""
     out: list[Path] = []
     for item in items:
         path = Path(item)
-        if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
+        if not path.is_dir():
             out.append(path)
+            continue
+        seen: set[str] = set()
+        found = []
+        for folder, dirs, files in os.walk(path, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:
+                dirs.clear()
+                continue
+            seen.add(real)
+            found += [Path(folder) / f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+        out += sorted(found)
     return out
 
 
@@ -99,7 +108,9 @@ class Predictor:
         path = self._locate(source, registry)
         chosen = choose_providers(providers, ort.get_available_providers())
         try:
-            self.session = ort.InferenceSession(str(path), providers=chosen,
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # errors only: a refused file is reported once, by us
+            self.session = ort.InferenceSession(str(path), options, providers=chosen,
                                                 provider_options=provider_options(chosen, tf32))
         except Exception as exc:  # onnxruntime raises its own types for unreadable models
             raise ModelFileError(f"{path}: onnxruntime cannot load it ({_one_line(exc)[:300]}); "
@@ -134,6 +145,9 @@ class Predictor:
         """Probabilities (N,) for a preprocessed float32 (N, H, W, C) batch (NaN where the
         model's output is not a probability; ``predict_files`` reports those as errors)."""
         out = np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64).ravel()
+        if out.size != len(x):
+            raise ModelFileError(f"{self.path}: gave {out.size} outputs for {len(x)} images, not one "
+                                 "probability per image; export it again with `pneumokit export`")
         return np.where(np.isfinite(out) & (out >= 0) & (out <= 1), out, np.nan)
 
     def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32,
@@ -187,62 +201,3 @@ def verify_if_registered(path: Path) -> Path:
         return path
     mv = ModelVersion(meta.get("name", path.parent.parent.name), meta.get("version", 0), path.parent, meta)
     return mv.verify(path.name)
-
-
-def read_contract(session, path) -> dict:
-    """The ``pneumokit.*`` metadata of an open session, checked; ``ModelFileError`` names the key."""
-    props = session.get_modelmeta().custom_metadata_map
-
-    def value(key: str, parse=json.loads):
-        if key not in props:
-            raise ModelFileError(f"{path}: not a pneumokit ONNX file (metadata key {key!r} missing); "
-                                 "export it with `pneumokit export`")
-        try:
-            return parse(props[key])
-        except (TypeError, ValueError):
-            raise ModelFileError(f"{path}: metadata {key} = {props[key][:80]!r} is not valid") from None
-
-    def bad(key: str, what: str):
-        return ModelFileError(f"{path}: metadata {key} {what}; the file is damaged or was edited: "
-                              "export it again")
-
-    classes = value("pneumokit.class_names")
-    if not (isinstance(classes, list) and len(classes) == 2 and all(isinstance(c, str) and c for c in classes)
-            and classes[0] != classes[1]):
-        raise bad("pneumokit.class_names", f"= {classes!r} must be two distinct class names")
-    threshold = value("pneumokit.threshold", float)
-    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise bad("pneumokit.threshold", f"= {threshold!r} must be a finite number in [0, 1]")
-    pre = _checked_preprocessing(value("pneumokit.preprocessing"), bad)
-    spec = value("pneumokit.input")
-    name = spec.get("name") if isinstance(spec, dict) else None
-    inputs = {i.name: i.shape for i in session.get_inputs()}
-    if name not in inputs:
-        raise bad("pneumokit.input", f"names input {name!r}, but the graph's inputs are {sorted(inputs)}")
-    shape = list(inputs[name])[1:]
-    expected = [pre.height, pre.width, pre.channels]
-    if any(isinstance(d, int) and d != e for d, e in zip(shape, expected, strict=False)) or len(shape) != 3:
-        raise bad("pneumokit.preprocessing", f"says {expected} (H, W, C) but the graph's input "
-                                             f"{name!r} is {inputs[name]}")
-    model = value("pneumokit.model") if "pneumokit.model" in props else {}
-    return {"class_names": classes, "threshold": threshold, "preprocessing": pre, "input_name": name,
-            "model": model if isinstance(model, dict) else {}}
-
-
-def _checked_preprocessing(d, bad) -> Preprocessing:
-    key = "pneumokit.preprocessing"
-    try:
-        pre = Preprocessing.from_dict(d)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise bad(key, f"is incomplete or malformed ({type(exc).__name__}: {exc})") from None
-    if not all(v > 0 for v in (pre.height, pre.width)) or pre.channels not in (1, 3):
-        raise bad(key, f"has height {pre.height}, width {pre.width}, channels {pre.channels} "
-                       "(sizes must be positive, channels 1 or 3)")
-    numbers = (pre.scale, *pre.mean, *pre.std)
-    if not all(math.isfinite(v) for v in numbers) or pre.scale <= 0:
-        raise bad(key, f"has a non-finite or non-positive scale/mean/std: scale {pre.scale}, "
-                       f"mean {list(pre.mean)}, std {list(pre.std)}")
-    if any(v == 0 for v in pre.std) or len(pre.mean) != pre.channels or len(pre.std) != pre.channels:
-        raise bad(key, f"has std {list(pre.std)} and mean {list(pre.mean)} for {pre.channels} "
-                       "channel(s) (one non-zero std and one mean per channel)")
-    return pre

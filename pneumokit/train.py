@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +103,7 @@ def train(
                "validation_patients": int(va["patient"].nunique()), "grouping": "patient"},
         skipped=[p.to_dict() for p in skipped],
     )
-    with tempfile.TemporaryDirectory() as tmp:
+    with registry.staging(name) as tmp:
         history_csv = Path(tmp) / "history.csv"
         fitted.history.to_csv(history_csv, index=False)
         from .ensemble import calibrated

@@ -13,7 +13,7 @@ import math
 
 from .errors import PneumokitError, RegistryError
 from .export import ONNX_FILE, metadata_props
-from .registry import METADATA_FILE, MODEL_FILE, ModelVersion, Registry
+from .registry import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelVersion, Registry, validate_name
 
 
 def verify(registry: Registry, ref: str | None = None) -> list[dict]:
@@ -23,7 +23,32 @@ def verify(registry: Registry, ref: str | None = None) -> list[dict]:
         targets = [(name, version)]
     else:
         targets = [(r["name"], v) for r in registry.list() for v in r["versions"]]
-    return [{"ref": f"{n}:{v}", "problems": version_problems(registry, n, v)} for n, v in targets]
+    reports = [{"ref": f"{n}:{v}", "problems": version_problems(registry, n, v)} for n, v in targets]
+    for name in sorted({n for n, _ in targets}):
+        problems = alias_problems(registry, name)
+        if problems:
+            reports.append({"ref": f"{name} aliases", "problems": problems})
+    return reports
+
+
+def alias_problems(registry: Registry, name: str) -> list[str]:
+    """Aliases that are not valid names or point at no version."""
+    path = registry.root / name / ALIASES_FILE
+    try:
+        aliases = registry.aliases(name)
+    except RegistryError as exc:
+        return [str(exc)]
+    versions = set(registry._version_numbers(registry.root / name))
+    problems = []
+    for alias, version in sorted(aliases.items()):
+        try:
+            validate_name(alias, "alias")
+        except RegistryError as exc:
+            problems.append(f"{path}: {exc}")
+        if version not in versions:
+            problems.append(f"{path}: {name}@{alias} points at version {version}, which does not exist; "
+                            f"point it elsewhere with `pneumokit registry alias {name} {alias} N`")
+    return problems
 
 
 def version_problems(registry: Registry, name: str, version: int) -> list[str]:

@@ -62,11 +62,14 @@ def make_module(name, **hooks):
     return module
 
 
-def tiny_onnx(path: Path, size: int = 8, props: dict | None = None, nan: bool = False) -> Path:
+def tiny_onnx(path: Path, size: int = 8, props: dict | None = None, nan: bool = False,
+              out_type=None, batch="batch", extra_input: bool = False) -> Path:
     """A hand-built ONNX model with pneumokit's contract: sigmoid(mean of the pixels).
 
     ``props`` overrides metadata keys (a value of None removes the key); ``nan``
-    makes the graph output NaN (0/0), as a damaged weight would.
+    makes the graph output NaN (0/0), as a damaged weight would; ``out_type``
+    casts the output (e.g. to int64); ``batch`` fixes the batch size when an int;
+    ``extra_input`` adds a second graph input.
     """
     import json
 
@@ -83,11 +86,16 @@ def tiny_onnx(path: Path, size: int = 8, props: dict | None = None, nan: bool = 
                   helper.make_node("Div", ["zero", "zero"], ["logit"])]
     else:
         nodes.append(helper.make_node("Identity", ["mean"], ["logit"]))
-    nodes.append(helper.make_node("Sigmoid", ["logit"], ["probability"]))
+    final = "probability" if out_type is None else "sigmoid"
+    nodes.append(helper.make_node("Sigmoid", ["logit"], [final]))
+    if out_type is not None:
+        nodes.append(helper.make_node("Cast", [final], ["probability"], to=out_type))
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, size, size, 1])]
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("other", TensorProto.FLOAT, [batch, 1]))
     graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", size, size, 1])],
-        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1])])
+        nodes, "tiny", inputs,
+        [helper.make_tensor_value_info("probability", out_type or TensorProto.FLOAT, [batch, 1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     pre = Preprocessing.from_preset("unit", size, 1).to_dict()
     meta = {"name": "tiny", "version": 1, "threshold": 0.5, "preprocessing": pre,

@@ -280,6 +280,79 @@ def test_damaged_registry_files(tmp_path):
     assert reg.get("demo:4").version == 4  # a version ref does not need the aliases
 
 
+def test_malformed_metadata_and_unloadable_model_are_named(tmp_path):
+    from pneumokit.errors import ModelFileError
+
+    reg = Registry(tmp_path)
+    reg.save("demo", FakeModel(b"not a keras file"), {"threshold": 0.5})
+    with pytest.raises(ModelFileError, match="model.keras: Keras cannot load it"):
+        reg.load_model("demo:1")  # its sha256 matches: the record was replaced with it
+    meta_path = tmp_path / "demo" / "1" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "artifacts": list(meta["artifacts"])}))
+    with pytest.raises(RegistryError, match="metadata.json: damaged .*artifacts"):
+        reg.get("demo:1")
+    assert reg.list()[0]["problems"]
+
+
+def test_verify_reports_aliases_that_point_nowhere(tmp_path):
+    reg = Registry(tmp_path)
+    reg.save("demo", FakeModel(), {"threshold": 0.5})
+    (tmp_path / "demo" / "aliases.json").write_text(json.dumps({"prod": 7, "Bad Alias!": 1}))
+    result = CliRunner().invoke(main, ["registry", "verify", "--registry", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "demo@prod points at version 7" in result.output and "'Bad Alias!'" in result.output
+
+
+def test_staging_lies_in_the_registry_and_goes(tmp_path):
+    reg = Registry(tmp_path)
+    with reg.staging("demo") as tmp:
+        assert tmp.parent == tmp_path / "demo" and tmp.name.startswith(".tmp-")
+        (tmp / "history.csv").write_text("x")
+    assert not tmp.exists()
+
+
+def test_damaged_run_folder_and_finished_run_are_named_on_resume(tmp_path):
+    from pneumokit.cv import read_run
+    from pneumokit.errors import ResumeError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for content, needle in (("[1, 2]", "not a pneumokit run record"), ('{"config"', "damaged")):
+        (run / "run.json").write_text(content)
+        with pytest.raises(ResumeError, match=f"run.json: .*{needle}"):
+            read_run(run)
+    from pneumokit.config import CVConfig
+
+    (run / "run.json").write_text(json.dumps({"config": CVConfig().to_dict(), "data": "d", "dataset": {}}))
+    (run / "result.json").write_text(json.dumps({"model": {"ref": "cnn_optimized:4"}}))
+    with pytest.raises(ResumeError, match="complete: it registered cnn_optimized:4"):
+        read_run(run)
+
+
+def test_case_clashing_folders_are_a_fatal_problem(data, tmp_path):
+    copy = Path(shutil.copytree(data, tmp_path / "data"))
+    (copy / "train" / "normal").mkdir()
+    shutil.copy(next((copy / "train" / "NORMAL").iterdir()), copy / "train" / "normal")
+    check = CliRunner().invoke(main, ["data", "check", str(copy)])
+    assert check.exit_code == 1 and "folders NORMAL/ and normal/ differ only in case" in check.output
+
+
+def test_evaluate_of_one_class_writes_strict_json(registry_copy, data, tmp_path):
+    copy = Path(shutil.copytree(data, tmp_path / "data"))
+    shutil.rmtree(copy / "test" / "PNEUMONIA")
+    result = CliRunner().invoke(main, ["evaluate", "tiny:1", "--data", str(copy), "--registry",
+                                       str(registry_copy), "--output", str(tmp_path / "ev"), "--json"])
+    assert result.exit_code == 0
+    report = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert report["at_threshold"]["auc"] is None and "only NORMAL images in test" in report["one_class"]
+    json.loads((tmp_path / "ev" / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    version = registry_copy / "tiny" / "1"
+    into_version = CliRunner().invoke(main, ["evaluate", "tiny:1", "--data", str(copy), "--registry",
+                                             str(registry_copy), "--output", str(version / "ev")])
+    one_line_error(into_version, "immutable")
+
+
 def test_verify_finds_changed_artifacts_and_stray_files(registry_copy):
     version = registry_copy / "tiny" / "1"
     ok = CliRunner().invoke(main, ["registry", "verify", "tiny:1", "--registry", str(registry_copy)])
@@ -328,9 +401,29 @@ def test_config_is_checked_where_it_is_made():
                 {"image_size": 4}):
         with pytest.raises(ConfigError):
             TrainConfig(**bad)
-    for bad in ({"folds": 1}, {"grouping": "hospital"}, {"precision": "half"}, {"xla": "yes"}):
+    for bad in ({"folds": 1}, {"grouping": "hospital"}, {"precision": "half"}, {"xla": "yes"},
+                {"seed": -1}, {"seed": 2**32}, {"epochs": 10**20}, {"image_size": 99999},
+                {"learning_rate": 1e308}):
         with pytest.raises(ConfigError):
             CVConfig(**bad)
+
+
+@pytest.mark.parametrize("spec", ["rotate:degrees=nan", "rotate:degrees=1e400", "brightness:factor=nan",
+                                  "contrast:factor=inf", "brightness:factor=-3"])
+def test_augmentation_numbers_are_checked_when_built(spec):
+    from pneumokit.pipeline import build_augmentations
+    from pneumokit.plugins import get_catalog
+
+    with pytest.raises(ConfigError, match="must be a number"):
+        build_augmentations(spec, get_catalog(), 0)
+
+
+def test_diverged_training_is_one_line_not_a_traceback():
+    from pneumokit.calibration import calibrate
+    from pneumokit.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="diverged.*learning-rate"):
+        calibrate([0, 1, 0, 1], [0.2, float("nan"), 0.1, 0.9], "calibrated")
 
 
 def test_exporting_twice_is_refused_before_converting(registry_copy, monkeypatch):

@@ -55,6 +55,53 @@ def test_invalid_contract_is_refused_on_open_naming_the_key(tmp_path, key, value
         Predictor(path)
 
 
+@pytest.mark.parametrize("change, needle", [
+    ({"mean": "5"}, "mean '5'"), ({"scale": True}, "scale True"), ({"jpeg_draft": "false"}, "jpeg_draft"),
+    ({"height": 8.5}, "height 8.5"), ({"height": 60000, "width": 60000}, "1..4096"),
+    ({"width": 10}, "square input"),
+])
+def test_preprocessing_fields_are_type_checked_not_cast(tmp_path, change, needle):
+    from pneumokit.preprocessing import Preprocessing
+
+    pre = {**Preprocessing.from_preset("unit", 8, 1).to_dict(), **change}
+    with pytest.raises(ModelFileError, match=needle):
+        Predictor(tiny_onnx(tmp_path / "m.onnx", props={"pneumokit.preprocessing": pre}))
+
+
+@pytest.mark.parametrize("graph, needle", [
+    ({"out_type": 7}, "tensor\\(int64\\)"), ({"out_type": 9}, "tensor\\(bool\\)"),
+    ({"batch": 1}, "dynamic batch"), ({"extra_input": True}, "2 inputs"),
+])
+def test_graphs_that_break_the_contract_are_refused_on_open(tmp_path, graph, needle):
+    with pytest.raises(ModelFileError, match=needle):
+        Predictor(tiny_onnx(tmp_path / "m.onnx", **graph))
+
+
+def test_folders_are_expanded_through_links_once(tmp_path, image):
+    from pneumokit.runtime import expand_inputs
+
+    for folder, name in (("in/real", "a.png"), ("outside", "b.png")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / name).write_bytes(image.read_bytes())
+    (tmp_path / "in" / "linked").symlink_to(tmp_path / "outside")  # was silently skipped
+    (tmp_path / "in" / "real" / "loop").symlink_to(tmp_path / "in")  # must not loop
+    assert sorted(p.name for p in expand_inputs([tmp_path / "in"])) == ["a.png", "b.png"]
+
+
+def test_predict_output_never_overwrites_an_input_or_a_version(tmp_path, image):
+    model = tiny_onnx(tmp_path / "m.onnx")
+    for target in (image, model, tmp_path / "x.jpeg"):
+        one_line_error(CliRunner().invoke(main, ["predict", str(model), str(image), "--output", str(target)]),
+                       "would overwrite an image or model")
+    version = tmp_path / "reg" / "m" / "1"
+    version.mkdir(parents=True)
+    (version / "metadata.json").write_text("{}")
+    (version / "model.keras").write_bytes(b"k")
+    one_line_error(CliRunner().invoke(main, ["predict", str(model), str(image), "--output",
+                                             str(version / "p.csv")]), "immutable")
+    assert image.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_zero_std_in_metadata_is_refused(tmp_path, image):
     from pneumokit.preprocessing import Preprocessing
 

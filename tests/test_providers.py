@@ -23,7 +23,7 @@ def test_predictor_passes_the_options_it_chose(tmp_path, monkeypatch, tf32):
     seen = {}
     real = ort.InferenceSession
 
-    def session(path, providers, provider_options):
+    def session(path, options, providers, provider_options):
         seen.update(providers=providers, provider_options=provider_options)
         return real(path, providers=["CPUExecutionProvider"])
 

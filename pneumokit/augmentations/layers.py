@@ -166,7 +166,7 @@ class RandomBrightness(PointwiseAugmentation):
 
     def __init__(self, factor: float = 0.1, **kwargs):
         super().__init__(**kwargs)
-        self.factor = float(factor)
+        self.factor = number_in(factor, "brightness factor", 0.0, 1.0)
 
     def sample(self, batch, seed):
         return self.per_image(batch, seed, -self.factor, self.factor) * (HIGH - LOW)
@@ -186,7 +186,7 @@ class RandomContrast(PointwiseAugmentation):
 
     def __init__(self, factor: float = 0.1, **kwargs):
         super().__init__(**kwargs)
-        self.factor = float(factor)
+        self.factor = number_in(factor, "contrast factor", 0.0, 1.0)
 
     def sample(self, batch, seed):
         return self.per_image(batch, seed, 1.0 - self.factor, 1.0 + self.factor)
@@ -288,7 +288,7 @@ class RandomRotation(_CentredAffine):
 
     def __init__(self, degrees: float = 5.0, **kwargs):
         super().__init__(**kwargs)
-        self.degrees = float(degrees)
+        self.degrees = number_in(degrees, "rotate degrees", 0.0, 180.0)
 
     def inverse_maps(self, batch, height, width, seed):
         r = math.radians(self.degrees)
@@ -305,9 +305,7 @@ class RandomZoom(_CentredAffine):
 
     def __init__(self, factor: float = 0.1, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= factor < 1.0:
-            raise ConfigError(f"zoom factor must be in [0, 1), got {factor!r}")
-        self.factor = float(factor)
+        self.factor = number_in(factor, "zoom factor", 0.0, 0.99)
 
     def inverse_maps(self, batch, height, width, seed):
         scale = self.per_image(batch, seed, 1.0 - self.factor, 1.0 + self.factor)
