@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -314,17 +316,36 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
 @click.option("--resume", type=click.Path(exists=True, file_okay=False),
               help="Continue an interrupted run from its folder.")
 @click.option("--no-final", is_flag=True, help="Skip the final model on all the data.")
+@click.option("--plan", is_flag=True,
+              help="Only write the run folder, for folds run as separate jobs: then --resume DIR "
+                   "--only-fold K for each fold (any number at once), and --resume DIR to finish.")
+@click.option("--only-fold", metavar="K|env",
+              help="With --resume: train fold K only (1-based); 'env' takes K from "
+                   "$SLURM_ARRAY_TASK_ID, or $JOB_COMPLETION_INDEX + 1 (Kubernetes counts from 0).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no notices.")
 @json_option
 def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, augment, options, grouping,
                ensemble, learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
                val_fraction, precision, xla, seed, output, resume, name, registry_root, no_final,
-               skip_bad, jpeg_draft, quiet, as_json):
+               plan, only_fold, skip_bad, jpeg_draft, quiet, as_json):
     """Cross-validate a model (patient-grouped, stratified k-fold) and register a final model."""
     from .config import CVConfig
-    from .cv import format_table, run_cv
+    from .cv import fold_from_env, format_table, plan_cv, run_cv, run_fold
     from .progress import progress_enabled
     from .registry import Registry
+
+    if plan and (resume or only_fold):
+        raise click.UsageError("--plan starts a run folder: it cannot take --resume or --only-fold")
+    if only_fold is not None and not resume:
+        raise click.UsageError("--only-fold needs --resume DIR (a folder made with --plan)")
+    if only_fold is not None and (data_dir or options or skip_bad or no_final or name
+                                  or any(v is not None for v in (architecture, folds, epochs, batch_size,
+                                                                 image_size, augment, grouping, ensemble,
+                                                                 learning_rate, lr_schedule, bn_refresh,
+                                                                 threshold_rule, target_sensitivity,
+                                                                 val_fraction, precision, xla, seed))):
+        raise click.UsageError("--only-fold takes every setting from the run folder: give only "
+                               "--resume DIR, --only-fold K and --quiet/--json")
 
     given = {"architecture": architecture, "folds": folds, "epochs": epochs, "batch_size": batch_size,
              "image_size": image_size, "augment": augment, "grouping": grouping,
@@ -336,6 +357,28 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
     if resume is None or any(v is not None for v in given.values()) or options or skip_bad:
         config = _config(CVConfig, given, options, skip_bad)
     notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
+    if plan:
+        out = plan_cv(config, data_dir, output=output, registry=Registry(registry_root), name=name,
+                      echo=notices)
+        k = config.folds
+        if as_json:
+            _echo_json({"output": str(out), "folds": k})
+        else:
+            click.echo(f"planned {k} folds in {out}\nrun each fold (any number at once):  pneumokit cv "
+                       f"--resume {out} --only-fold K   (K = 1..{k}, or --only-fold env in a job array)\n"
+                       f"then finish:  pneumokit cv --resume {out}")
+        return
+    if only_fold is not None:
+        k = fold_from_env(only_fold, os.environ)
+        fold = run_fold(resume, k, progress=progress_enabled(quiet or as_json), echo=notices)
+        summary = {"fold": fold.fold, "images": len(fold.paths), "best_epoch": fold.best_epoch,
+                   "metrics": fold.metrics, "output": str(Path(resume) / "folds" / f"fold_{k}.json")}
+        if as_json:
+            _echo_json(summary)
+        else:
+            click.echo(f"fold {k}: held-out AUC {fold.metrics['auc']:.4f} on {len(fold.paths)} images; "
+                       f"wrote {summary['output']}")
+        return
     result = run_cv(config, data_dir, output=output, resume=resume, final=not no_final,
                     registry=Registry(registry_root), name=name,
                     progress=progress_enabled(quiet or as_json), echo=notices)

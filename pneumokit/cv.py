@@ -138,6 +138,60 @@ def _differences(now: dict, before: dict) -> str:
     return ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys)
 
 
+@dataclass
+class _Run:
+    """An opened run folder and everything its folds need."""
+
+    out: Path
+    config: CVConfig
+    arch: object
+    catalog: object
+    name: str
+    index: pd.DataFrame  # with a ``fold`` column, 1..k
+    scan: object
+    device_plan: object
+    strategy: object
+    pre: Preprocessing
+    chief: bool
+    planned: bool
+    build_model: Callable[[], object] | None
+
+
+def plan_cv(config: CVConfig | None = None, data_dir: str | os.PathLike | None = None, *,
+            output: str | os.PathLike | None = None, registry: Registry | None = None,
+            name: str | None = None, echo: Callable[[str], None] = print) -> Path:
+    """Write a run folder (``run.json``, ``folds.csv``) whose folds are then trained as
+    independent jobs (``run_fold``, any number at once) and merged (``run_cv(resume=...)``).
+    Everything that can fail before training is checked here. Returns the folder."""
+    return _open(config, data_dir, output=output, resume=None, final=True, registry=registry,
+                 name=name, build_model=None, echo=echo, planned=True).out
+
+
+def run_fold(resume: str | os.PathLike, k: int, *, progress: bool = False,
+             echo: Callable[[str], None] = print) -> FoldResult:
+    """Train fold ``k`` (1-based) of a run folder and write ``folds/fold_K.json`` atomically.
+
+    A lock per fold makes sure two jobs never train the same fold; a fold
+    already done is loaded, not trained again.
+    """
+    from filelock import FileLock, Timeout
+
+    run = _open(None, None, output=None, resume=resume, final=False, registry=None, name=None,
+                build_model=None, echo=echo)
+    if not (isinstance(k, int) and 1 <= k <= run.config.folds):
+        raise ResumeError(f"fold {k!r}: {run.out} has folds 1..{run.config.folds}")
+    lock = FileLock(str(run.out / "folds" / f".fold_{k}.lock"), timeout=0)
+    try:
+        with lock:
+            if _fold_done(run, k):
+                echo(f"fold {k} of {run.out} is already done")
+                return _load_fold(_fold_path(run.out, k))
+            return _train_fold(run, k, progress)
+    except Timeout:
+        raise ResumeError(f"fold {k} of {run.out} is being trained by another job "
+                          f"({lock.lock_file} is held)") from None
+
+
 def run_cv(
     config: CVConfig | None = None,
     data_dir: str | os.PathLike | None = None,
@@ -159,7 +213,9 @@ def run_cv(
     data_dir : dataset folder (train + val are pooled); None is the bundled demo set.
     output : folder for folds.csv, cv.csv, oof.csv, plots and fold results
         (default ``runs/cv/NAME-YYYYmmdd-HHMMSS``).
-    resume : a previous run's folder: finished folds are loaded, the rest run.
+    resume : a previous run's folder: finished folds are loaded, the rest run. For a
+        folder made by ``plan_cv`` the folds are the jobs' work: missing ones are named,
+        not trained here.
     final : train a final model on all the data and register it.
     registry, name : where and under which name to register (default: ``Registry()``,
         the architecture's name).
@@ -168,23 +224,48 @@ def run_cv(
         of the architecture's builder (the original ``model_func``).
     echo : where the one-line notices go (device choice, leakage warning, skipped files).
     """
+    from filelock import FileLock, Timeout
     from tqdm.auto import tqdm
 
-    from . import device
-    from .ensemble import calibrated
-    from .fitting import compile_model, fit, predict
-    from .pipeline import make_dataset
-    from .progress import EpochBar
-    from .provenance import (
-        TRAINING_IMAGES,
-        dataset_fingerprint,
-        model_metadata,
-        training_images,
-        unparsed_warning,
-    )
-
     started = time.perf_counter()
+    run = _open(config, data_dir, output=output, resume=resume, final=final, registry=registry,
+                name=name, build_model=build_model, echo=echo)
+    config, out = run.config, run.out
+    missing = [k for k in range(1, config.folds + 1) if not _fold_done(run, k)]
+    if run.planned and missing:
+        raise ResumeError(f"{out}: fold(s) {', '.join(map(str, missing))} of {config.folds} are not done; "
+                          f"run `pneumokit cv --resume {out} --only-fold K` for each, then this again")
+    merge = FileLock(str(out / ".merge.lock"), timeout=0)
+    try:
+        merge.acquire()
+    except Timeout:
+        raise ResumeError(f"{out} is being finished by another process ({merge.lock_file} is held)") from None
+    try:
+        fold_results: list[FoldResult] = []
+        bar = tqdm(total=config.folds, desc="folds", unit="fold", disable=not progress, position=0)
+        with bar:
+            for k in range(1, config.folds + 1):
+                fold = _train_fold(run, k, progress) if k in missing else _load_fold(_fold_path(out, k))
+                fold_results.append(fold)
+                bar.set_postfix(auc=f"{fold.metrics['auc']:.4f}")
+                bar.update(1)
+        resumed = [k for k in range(1, config.folds + 1) if k not in missing]
+        cv_result = _finish(run, fold_results, resumed, final, registry, progress)
+        cv_result.wall_s = time.perf_counter() - started
+        write_json_atomic(out / "result.json", cv_result.to_dict())
+    finally:
+        merge.release()
+    return cv_result
+
+
+def _open(config, data_dir, *, output, resume, final, registry, name, build_model, echo,
+          planned: bool = False) -> _Run:
+    """Open (``resume``) or make the run folder, after every check that can fail before training."""
+    from . import device
+    from .provenance import dataset_fingerprint, unparsed_warning
+
     catalog = get_catalog()
+    saved = None
     if resume is not None:
         out = Path(resume)
         saved = read_run(out)
@@ -195,6 +276,7 @@ def run_cv(
                               "same options (or start a new run)")
         data_dir = data_dir or saved["data"]
         name = name or saved.get("name")
+        planned = bool(saved.get("planned"))
     config = config or CVConfig()
     arch = catalog.architecture(config.architecture)
     name = validate_name(name or arch.name)  # before hours of training, not after
@@ -213,18 +295,16 @@ def run_cv(
     if notice:
         echo(notice)
     fingerprint = dataset_fingerprint(index, result.root)
-    if resume is not None and saved["dataset"]["sha256"] != fingerprint["sha256"]:
+    if saved is not None and saved["dataset"].get("sha256") != fingerprint["sha256"]:
         raise ResumeError(f"the data in {result.root} changed since {out} was started; "
                           "start a new run")
     # Everything that can fail before training is checked before the run folder exists.
-    plan, strategy = device.setup(config.precision, config.xla)
-    echo(plan.summary())
+    device_plan, strategy = device.setup(config.precision, config.xla)
+    echo(device_plan.summary())
     if config.grouping == "image":
         echo(f"warning: {LEAK_WARNING}")
     pre = _preprocessing(arch, config, build_model)
-    folds = kfold(index, config.folds, config.seed, config.grouping)
-    index = index.assign(fold=folds + 1)
-    table_of_folds = index[["path", "patient", "label", "fold"]]
+    index = index.assign(fold=kfold(index, config.folds, config.seed, config.grouping) + 1)
 
     if not chief:
         # Multi-worker: every worker trains, only the chief writes results and registers.
@@ -236,55 +316,72 @@ def run_cv(
             raise ResumeError(f"{out} already holds a run: pass --resume {out} to continue it, "
                               "or choose another --output")
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / RUN_FILE, _run_record(config, result.root, fingerprint, name))
+        write_json_atomic(out / RUN_FILE, {**_run_record(config, result.root, fingerprint, name),
+                                           "planned": planned})
     (out / "folds").mkdir(exist_ok=True)
-    if resume is not None and (out / "folds.csv").exists():
-        before = pd.read_csv(out / "folds.csv")
-        if not before.equals(table_of_folds.reset_index(drop=True)):
-            raise ResumeError(f"the folds of {out} differ from those computed now (other data "
-                              "paths or another scikit-learn?): start a new run")
-    write_csv_atomic(out / "folds.csv", table_of_folds)
+    _write_folds(out, index[["path", "patient", "label", "fold"]], check=resume is not None)
+    return _Run(out, config, arch, catalog, name, index, result, device_plan, strategy, pre, chief,
+                planned, build_model)
 
-    fold_results: list[FoldResult] = []
-    resumed: list[int] = []
-    bar = tqdm(total=config.folds, desc="folds", unit="fold", disable=not progress, position=0)
-    try:
-        for k in range(1, config.folds + 1):
-            path = out / "folds" / f"fold_{k}.json"
-            if path.exists() and (not config.ensemble or fold_model_path(out, k).exists()):
-                fold_results.append(_load_fold(path))
-                resumed.append(k)
-                bar.update(1)
-                continue
-            fold_config = dataclasses.replace(config, seed=config.seed + k)
-            train_part = index[index["fold"] != k]
-            held = index[index["fold"] == k]
-            inner = holdout(train_part, config.val_fraction, fold_config.seed, config.grouping)
-            tr, va = train_part[~inner], train_part[inner]
-            fitted = fit(arch, fold_config, catalog, tr["path"].tolist(), tr["label"].to_numpy(),
-                         va["path"].tolist(), va["label"].to_numpy(), preprocessing=pre,
-                         build_model=build_model, strategy=strategy, jit_compile=plan.xla,
-                         callbacks=[EpochBar(config.epochs, f"fold {k}", progress, position=1)])
-            y_held = held["label"].to_numpy()
-            prob = predict(fitted.model, make_dataset(held["path"].tolist(), y_held, pre,
-                                                      batch_size=config.batch_size))
-            # An honest estimate of the thresholded model: the threshold comes from
-            # the inner validation split, never from the fold it is scored on.
-            inner_threshold = choose_threshold(va["label"].to_numpy(), fitted.val_prob, config.threshold_rule,
-                                               config.target_sensitivity)[0]
-            fold = FoldResult(k, binary_metrics(y_held, prob, 0.5), fitted.best_epoch,
-                              fitted.history, held["path"].tolist(), y_held, prob,
-                              binary_metrics(y_held, prob, inner_threshold))
-            if config.ensemble:
-                save_fold_model(fitted.model, out, k)  # before the results: they mark the fold done
-            write_json_atomic(path, fold.to_json())  # a finished fold survives a crash
-            fold_results.append(fold)
-            del fitted  # one fold's model in memory at a time (the ensemble reloads them)
-            bar.set_postfix(auc=f"{fold.metrics['auc']:.4f}")
-            bar.update(1)
-    finally:
-        bar.close()
 
+def _write_folds(out: Path, table: pd.DataFrame, check: bool) -> None:
+    """``folds.csv``; on resume, the folds computed now must equal the saved ones."""
+    from filelock import FileLock
+
+    with FileLock(str(out / ".folds.lock")):  # fold jobs of one run may start together
+        if check and (out / "folds.csv").exists():
+            before = pd.read_csv(out / "folds.csv")
+            if not before.equals(table.reset_index(drop=True)):
+                raise ResumeError(f"the folds of {out} differ from those computed now (other data "
+                                  "paths or another scikit-learn?): start a new run")
+        write_csv_atomic(out / "folds.csv", table)
+
+
+def _fold_path(out: Path, k: int) -> Path:
+    return out / "folds" / f"fold_{k}.json"
+
+
+def _fold_done(run: _Run, k: int) -> bool:
+    model_kept = not run.config.ensemble or fold_model_path(run.out, k).exists()
+    return _fold_path(run.out, k).exists() and model_kept
+
+
+def _train_fold(run: _Run, k: int, progress: bool) -> FoldResult:
+    """Fit fold ``k`` on the other folds, score its held-out images, write its results."""
+    from .fitting import fit, predict
+    from .pipeline import make_dataset
+    from .progress import EpochBar
+
+    config, index = run.config, run.index
+    fold_config = dataclasses.replace(config, seed=config.seed + k)
+    train_part = index[index["fold"] != k]
+    held = index[index["fold"] == k]
+    inner = holdout(train_part, config.val_fraction, fold_config.seed, config.grouping)
+    tr, va = train_part[~inner], train_part[inner]
+    fitted = fit(run.arch, fold_config, run.catalog, tr["path"].tolist(), tr["label"].to_numpy(),
+                 va["path"].tolist(), va["label"].to_numpy(), preprocessing=run.pre,
+                 build_model=run.build_model, strategy=run.strategy, jit_compile=run.device_plan.xla,
+                 callbacks=[EpochBar(config.epochs, f"fold {k}", progress, position=1)])
+    y_held = held["label"].to_numpy()
+    prob = predict(fitted.model, make_dataset(held["path"].tolist(), y_held, run.pre,
+                                              batch_size=config.batch_size))
+    # An honest estimate of the thresholded model: the threshold comes from
+    # the inner validation split, never from the fold it is scored on.
+    inner_threshold = choose_threshold(va["label"].to_numpy(), fitted.val_prob, config.threshold_rule,
+                                       config.target_sensitivity)[0]
+    fold = FoldResult(k, binary_metrics(y_held, prob, 0.5), fitted.best_epoch, fitted.history,
+                      held["path"].tolist(), y_held, prob, binary_metrics(y_held, prob, inner_threshold))
+    if config.ensemble:
+        save_fold_model(fitted.model, run.out, k)  # before the results: they mark the fold done
+    write_json_atomic(_fold_path(run.out, k), fold.to_json())  # a finished fold survives a crash
+    return fold
+
+
+def _finish(run: _Run, fold_results: list[FoldResult], resumed: list[int], final: bool,
+            registry: Registry | None, progress: bool) -> CVResult:
+    """Pool the out-of-fold predictions, calibrate, choose the threshold, write the tables and
+    plots; with ``final``, make and register the model."""
+    config, out, index = run.config, run.out, run.index
     oof = pd.concat([pd.DataFrame({"path": f.paths, "label": f.labels, "fold": f.fold,
                                    "probability": f.prob}) for f in fold_results], ignore_index=True)
     oof = oof.merge(index[["path", "patient"]], on="path", validate="one_to_one")[
@@ -294,61 +391,88 @@ def run_cv(
                           f"saved folds in {out} do not match the data; start a new run")
     oof["calibrated"], threshold, rule, calibration = calibrate(
         oof["label"], oof["probability"], config.threshold_rule, config.target_sensitivity)
-    temperature = calibration["temperature"]
     oof_metrics = {"at_threshold": binary_metrics(oof["label"], oof["calibrated"], threshold),
                    "at_0.5": binary_metrics(oof["label"], oof["calibrated"], 0.5)}
-    tuned = summarize([f.tuned for f in fold_results])
     table = results_table(fold_results)
     summary = summarize([f.metrics for f in fold_results])
     write_csv_atomic(out / "cv.csv", table)
     write_csv_atomic(out / "oof.csv", oof)
     plots = _plots(out / "plots", fold_results, summary, oof_metrics["at_threshold"], threshold, oof,
-                   temperature)
-
+                   calibration["temperature"])
     cv_result = CVResult(config=config, folds=fold_results, table=table, summary=summary,
                          threshold=threshold, threshold_rule=rule, oof=oof, oof_metrics=oof_metrics,
-                         tuned_summary=tuned, calibration=calibration,
-                         device=plan.to_dict(), wall_s=0.0, output=out, resumed_folds=resumed)
+                         tuned_summary=summarize([f.tuned for f in fold_results]), calibration=calibration,
+                         device=run.device_plan.to_dict(), wall_s=0.0, output=out, resumed_folds=resumed)
     if final:
-        if config.ensemble:
-            with strategy.scope():
-                models = [load_fold_model(out, f.fold) for f in fold_results]
-                model = compile_model(calibrated(models, temperature, name=f"{arch.name}_ensemble"),
-                                      config.learning_rate)
-            trained = {"ensemble": {"folds": config.folds, "combine": "mean of the fold models' logits",
-                                    "calibration": "temperature fitted on the fold models' out-of-fold "
-                                                   "predictions"}}
-            artifacts = {}
-        else:
-            epochs = max(1, int(np.median([f.best_epoch for f in fold_results])))
-            fitted = fit(arch, config, catalog, index["path"].tolist(), index["label"].to_numpy(),
-                         epochs=epochs, preprocessing=pre, build_model=build_model, strategy=strategy,
-                         jit_compile=plan.xla, callbacks=[EpochBar(epochs, "final model", progress)])
-            write_csv_atomic(out / "final_history.csv", fitted.history)
-            with strategy.scope():
-                model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
-            trained = {"final_epochs": epochs}
-            artifacts = {"history.csv": out / "final_history.csv"}
-        meta = model_metadata(
-            arch, config, pre, index, root=result.root, threshold=threshold,
-            metrics={"cv": summary, "folds": [f.metrics for f in fold_results],
-                     "out_of_fold": oof_metrics, "held_out_at_inner_threshold": tuned},
-            kind="cv", threshold_rule=rule, calibration=calibration, device=plan.to_dict(),
-            folds={"k": config.folds, "grouping": config.grouping,
-                   "images_per_fold": [len(f.paths) for f in fold_results],
-                   "best_epochs": [f.best_epoch for f in fold_results]},
-            skipped=[p.to_dict() for p in result.problems],
-            model_func=None if build_model is None else getattr(build_model, "__name__", "callable"),
-            **trained,
-        )
-        artifacts |= {"cv.csv": out / "cv.csv", "oof.csv": out / "oof.csv", "folds.csv": out / "folds.csv",
-                      TRAINING_IMAGES: training_images(index), **{f"plots/{p.name}": p for p in plots}}
-        if chief:
-            cv_result.version = (registry or Registry()).save(name, model, meta, artifacts)
+        model, meta, artifacts = _final_model(run, cv_result, plots, progress)
+        if run.chief:
+            cv_result.version = (registry or Registry()).save(run.name, model, meta, artifacts)
         cv_result.final_model = model
-    cv_result.wall_s = time.perf_counter() - started
-    write_json_atomic(out / "result.json", cv_result.to_dict())
     return cv_result
+
+
+def _final_model(run: _Run, cv: CVResult, plots: list[Path], progress: bool):
+    """The registered model (the final fit, or the fold ensemble), its metadata and artifacts."""
+    from .ensemble import calibrated
+    from .fitting import compile_model, fit
+    from .progress import EpochBar
+    from .provenance import TRAINING_IMAGES, model_metadata, training_images
+
+    config, out, index, temperature = run.config, run.out, run.index, cv.calibration["temperature"]
+    if config.ensemble:
+        with run.strategy.scope():
+            models = [load_fold_model(out, f.fold) for f in cv.folds]
+            model = compile_model(calibrated(models, temperature, name=f"{run.arch.name}_ensemble"),
+                                  config.learning_rate)
+        trained = {"ensemble": {"folds": config.folds, "combine": "mean of the fold models' logits",
+                                "calibration": "temperature fitted on the fold models' out-of-fold "
+                                               "predictions"}}
+        artifacts = {}
+    else:
+        epochs = max(1, int(np.median([f.best_epoch for f in cv.folds])))
+        fitted = fit(run.arch, config, run.catalog, index["path"].tolist(), index["label"].to_numpy(),
+                     epochs=epochs, preprocessing=run.pre, build_model=run.build_model,
+                     strategy=run.strategy, jit_compile=run.device_plan.xla,
+                     callbacks=[EpochBar(epochs, "final model", progress)])
+        write_csv_atomic(out / "final_history.csv", fitted.history)
+        with run.strategy.scope():
+            model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
+        trained = {"final_epochs": epochs}
+        artifacts = {"history.csv": out / "final_history.csv"}
+    meta = model_metadata(
+        run.arch, config, run.pre, index, root=run.scan.root, threshold=cv.threshold,
+        metrics={"cv": cv.summary, "folds": [f.metrics for f in cv.folds],
+                 "out_of_fold": cv.oof_metrics, "held_out_at_inner_threshold": cv.tuned_summary},
+        kind="cv", threshold_rule=cv.threshold_rule, calibration=cv.calibration,
+        device=run.device_plan.to_dict(),
+        folds={"k": config.folds, "grouping": config.grouping,
+               "images_per_fold": [len(f.paths) for f in cv.folds],
+               "best_epochs": [f.best_epoch for f in cv.folds]},
+        skipped=[p.to_dict() for p in run.scan.problems],
+        model_func=None if run.build_model is None else getattr(run.build_model, "__name__", "callable"),
+        **trained,
+    )
+    artifacts |= {"cv.csv": out / "cv.csv", "oof.csv": out / "oof.csv", "folds.csv": out / "folds.csv",
+                  TRAINING_IMAGES: training_images(index), **{f"plots/{p.name}": p for p in plots}}
+    return model, meta, artifacts
+
+
+def fold_from_env(value: str | int, environ) -> int:
+    """``--only-fold``: a 1-based fold number, or ``env``: ``$SLURM_ARRAY_TASK_ID`` (as given:
+    submit ``--array=1-K``), else ``$JOB_COMPLETION_INDEX + 1`` (a Kubernetes Indexed Job counts
+    from 0)."""
+    text = str(value).strip()
+    if text.lower() == "env":
+        for var, offset in (("SLURM_ARRAY_TASK_ID", 0), ("JOB_COMPLETION_INDEX", 1)):
+            if environ.get(var, "").strip():
+                text, source = environ[var].strip(), f"${var}"
+                if not text.isdigit():
+                    raise ResumeError(f"{source} = {text!r} is not a fold index")
+                return int(text) + offset
+        raise ResumeError("--only-fold env: neither $SLURM_ARRAY_TASK_ID nor $JOB_COMPLETION_INDEX is set")
+    if not text.isdigit() or int(text) < 1:
+        raise ResumeError(f"--only-fold {value!r}: give a fold number (1, 2, ...) or 'env'")
+    return int(text)
 
 
 def read_run(out: Path) -> dict:
