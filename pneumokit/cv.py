@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import tempfile
 import time
 import weakref
 from collections.abc import Callable
@@ -152,7 +151,6 @@ class _Run:
     device_plan: object
     strategy: object
     pre: Preprocessing
-    chief: bool
     planned: bool
     build_model: Callable[[], object] | None
 
@@ -281,8 +279,7 @@ def _open(config, data_dir, *, output, resume, final, registry, name, build_mode
     arch = catalog.architecture(config.architecture)
     name = validate_name(name or arch.name)  # before hours of training, not after
     arch.check_options(config.options)
-    chief = is_chief()
-    if final and chief:
+    if final:
         (registry or Registry()).check_writable(name)
     if build_model is not None:
         build_model = _fresh_each_call(build_model)
@@ -306,10 +303,7 @@ def _open(config, data_dir, *, output, resume, final, registry, name, build_mode
     pre = _preprocessing(arch, config, build_model)
     index = index.assign(fold=kfold(index, config.folds, config.seed, config.grouping) + 1)
 
-    if not chief:
-        # Multi-worker: every worker trains, only the chief writes results and registers.
-        out = Path(tempfile.mkdtemp(prefix="pneumokit-cv-worker-"))
-    elif resume is None:
+    if resume is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(output) if output else Path("runs") / "cv" / f"{name}-{stamp}"
         if (out / RUN_FILE).exists():
@@ -320,8 +314,8 @@ def _open(config, data_dir, *, output, resume, final, registry, name, build_mode
                                            "planned": planned})
     (out / "folds").mkdir(exist_ok=True)
     _write_folds(out, index[["path", "patient", "label", "fold"]], check=resume is not None)
-    return _Run(out, config, arch, catalog, name, index, result, device_plan, strategy, pre, chief,
-                planned, build_model)
+    return _Run(out, config, arch, catalog, name, index, result, device_plan, strategy, pre, planned,
+                build_model)
 
 
 def _write_folds(out: Path, table: pd.DataFrame, check: bool) -> None:
@@ -405,8 +399,7 @@ def _finish(run: _Run, fold_results: list[FoldResult], resumed: list[int], final
                          device=run.device_plan.to_dict(), wall_s=0.0, output=out, resumed_folds=resumed)
     if final:
         model, meta, artifacts = _final_model(run, cv_result, plots, progress)
-        if run.chief:
-            cv_result.version = (registry or Registry()).save(run.name, model, meta, artifacts)
+        cv_result.version = (registry or Registry()).save(run.name, model, meta, artifacts)
         cv_result.final_model = model
     return cv_result
 
@@ -536,21 +529,6 @@ def load_fold_model(out: Path, k: int):
         raise ResumeError(f"{path} is missing: the ensemble needs every fold's model; delete "
                           f"{out / 'folds' / f'fold_{k}.json'} and resume to retrain that fold")
     return keras.saving.load_model(path, compile=False)
-
-
-def is_chief() -> bool:
-    """In a multi-worker cluster (TF_CONFIG), whether this process writes the results.
-
-    The chief task if the cluster has one, else worker 0; a single process is its own chief.
-    """
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return True
-    cfg = json.loads(raw)
-    task = cfg.get("task") or {}
-    if "chief" in (cfg.get("cluster") or {}):
-        return task.get("type") == "chief"
-    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
 
 
 def _fresh_each_call(build_model: Callable[[], object]) -> Callable[[], object]:

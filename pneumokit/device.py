@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from .config import PRECISIONS, XLA_MODES
-from .errors import ConfigError
+from .errors import ConfigError, DeviceError
 
 MIXED_MIN_COMPUTE_CAPABILITY = (7, 0)  # tensor cores: Volta and newer
 
@@ -31,7 +31,7 @@ class DevicePlan:
     memory_growth: bool
     precision: str  # "float32" or "mixed_float16"
     xla: bool
-    strategy: str  # "default", "mirrored" or "multi_worker"
+    strategy: str  # "default" or "mirrored"
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -61,9 +61,10 @@ def plan(facts: DeviceFacts, precision: str = "auto", xla: str = "auto") -> Devi
     - precision auto: ``mixed_float16`` only if every GPU has compute
       capability >= 7.0 (tensor cores); float32 otherwise and on CPU.
     - XLA auto: on with a GPU; off on CPU, where it is about 10x slower.
-    - strategy: ``multi_worker`` (MultiWorkerMirroredStrategy) when TF_CONFIG
-      names a cluster; ``mirrored`` (MirroredStrategy) with several GPUs;
-      else the default single-device strategy.
+    - strategy: ``mirrored`` (MirroredStrategy) with several GPUs; else the
+      default single-device strategy. A TF_CONFIG naming several workers is
+      refused (``DeviceError``): Keras 3 cannot train under
+      MultiWorkerMirroredStrategy (see ``MULTI_WORKER_UNSUPPORTED``).
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -94,9 +95,8 @@ def plan(facts: DeviceFacts, precision: str = "auto", xla: str = "auto") -> Devi
     cluster = (facts.tf_config or {}).get("cluster") or {}
     workers = sum(len(v) for k, v in cluster.items() if k in ("worker", "chief"))
     if facts.tf_config and workers > 1:
-        strategy = "multi_worker"
-        reasons.append(f"MultiWorkerMirroredStrategy: TF_CONFIG names {workers} workers")
-    elif n > 1:
+        raise DeviceError(MULTI_WORKER_UNSUPPORTED.format(workers=workers))
+    if n > 1:
         strategy = "mirrored"
         reasons.append(f"MirroredStrategy over {n} GPUs")
     else:
@@ -104,6 +104,15 @@ def plan(facts: DeviceFacts, precision: str = "auto", xla: str = "auto") -> Devi
         reasons.append("single device")
     return DevicePlan(gpus=n, memory_growth=bool(n), precision=chosen, xla=use_xla,
                       strategy=strategy, reasons=reasons)
+
+
+# Keras 3's model.fit does not run under tf.distribute.MultiWorkerMirroredStrategy: the
+# first step fails converting a PerReplica batch to a tensor (keras-team/keras#20585, open;
+# reproduced with Keras 3.15 and TensorFlow 2.21 by tests/test_multi_worker.py).
+MULTI_WORKER_UNSUPPORTED = (
+    "TF_CONFIG names {workers} workers, but multi-worker training cannot run: Keras 3's model.fit "
+    "fails under MultiWorkerMirroredStrategy (keras-team/keras#20585). Run the folds as separate "
+    "jobs instead (pneumokit cv --plan, then --only-fold K per job: docs/cluster.md), or unset TF_CONFIG")
 
 
 def apply(device_plan: DevicePlan):
@@ -118,8 +127,6 @@ def apply(device_plan: DevicePlan):
             except RuntimeError:  # already initialised: growth can no longer change
                 pass
     keras.mixed_precision.set_global_policy(device_plan.precision)
-    if device_plan.strategy == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if device_plan.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()

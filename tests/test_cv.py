@@ -243,20 +243,3 @@ def test_invalid_name_is_refused_before_training(data, tmp_path):
     with pytest.raises(RegistryError, match="invalid model name"):
         run_cv(CVConfig(**TINY), data, output=tmp_path / "o", name="My Model", echo=lambda s: None)
     assert not (tmp_path / "o").exists()
-
-
-@pytest.mark.parametrize("tf_config, chief", [
-    (None, True),
-    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
-    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
-    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}, False),
-    ({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}, True),
-])
-def test_only_the_chief_writes(monkeypatch, tf_config, chief):
-    from pneumokit.cv import is_chief
-
-    if tf_config is None:
-        monkeypatch.delenv("TF_CONFIG", raising=False)
-    else:
-        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    assert is_chief() is chief

@@ -38,10 +38,12 @@ def test_several_gpus_mirror():
     assert any("MirroredStrategy over 3 GPUs" in r for r in p.reasons)
 
 
-def test_tf_config_cluster_is_multi_worker():
+def test_tf_config_cluster_is_refused_with_the_alternative():
+    from pneumokit.errors import DeviceError
+
     cfg = {"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}
-    p = plan(DeviceFacts(gpus=(H100,), tf_config=cfg))
-    assert p.strategy == "multi_worker"
+    with pytest.raises(DeviceError, match=r"2 workers.*keras-team/keras#20585.*--only-fold"):
+        plan(DeviceFacts(gpus=(H100,), tf_config=cfg))
     single = plan(DeviceFacts(tf_config={"cluster": {"worker": ["h:1"]}, "task": {}}))
     assert single.strategy == "default"
 
