@@ -554,7 +554,8 @@ def registry_verify(ref, registry_root, as_json):
 
 @main.command("export")
 @click.argument("ref")
-@click.option("--opset", type=click.IntRange(13), default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(13), default=C.DEFAULT_OPSET, show_default=True,
+              help="ONNX opset.")
 @registry_option
 @json_option
 def export_command(ref, opset, registry_root, as_json):
@@ -576,7 +577,7 @@ def export_command(ref, opset, registry_root, as_json):
 @click.option("--output", type=click.Path(dir_okay=False), help="Write the rows to this CSV file.")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None,
               help="Decision threshold (default: the model's).")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=C.INFERENCE_BATCH_SIZE, show_default=True)
 @click.option("--providers", default="auto", show_default=True,
               help="onnxruntime providers: auto (CUDA then CPU), cpu or cuda.")
 @click.option("--tf32", is_flag=True,

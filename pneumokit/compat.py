@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from .config import DEFAULT_LEARNING_RATE, CVConfig
+from .config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_FOLDS, DEFAULT_LEARNING_RATE, CVConfig
 from .errors import ConfigError
 from .plugins import get_catalog
 
@@ -52,9 +52,9 @@ def create_optimized_transfer_learning_model(base_model_name: str = "EfficientNe
 
 
 def perform_optimized_cross_validation(
-    n_splits: int = 5,
-    epochs: int = 20,
-    batch_size: int = 64,
+    n_splits: int = DEFAULT_FOLDS,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     model_func: Callable[[], object] | None = None,
     data_dir: str | os.PathLike | None = None,
     **options,

@@ -26,6 +26,8 @@ DEFAULT_ARCHITECTURE = "cnn_optimized"
 DEFAULT_BATCH_SIZE = 64  # the original project's
 DEFAULT_SEED = 42
 DEFAULT_THRESHOLD = 0.5
+INFERENCE_BATCH_SIZE = 64  # images per onnxruntime/Keras call when scoring (predict, evaluate)
+DEFAULT_OPSET = 17  # ONNX opset for export
 
 # Decoding/resizing rule shared by training, export metadata and inference.
 RESIZE_METHOD = "bilinear"  # Pillow's bilinear filter, antialiased when shrinking

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import CLASS_NAMES, SPLITS
+from .config import CLASS_NAMES, INFERENCE_BATCH_SIZE, SPLITS
 from .data import DatasetError, scan
 from .errors import ConfigError, IntegrityError, ModelFileError
 from .files import check_output_folder, write_csv_atomic, write_json_atomic
@@ -22,7 +22,7 @@ def _keras_probabilities(registry: Registry, ref: str, paths, pre: Preprocessing
     from .pipeline import make_dataset
 
     model = registry.load_model(ref)
-    return model.predict(make_dataset(paths, None, pre, batch_size=64), verbose=0).ravel()
+    return model.predict(make_dataset(paths, None, pre, batch_size=INFERENCE_BATCH_SIZE), verbose=0).ravel()
 
 
 def _training_overlap(mv, index: pd.DataFrame) -> int | None:
@@ -69,8 +69,9 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
         predictor = Predictor(mv.ref, registry=registry)  # checks the file's sha256 first
         threshold = _exported_threshold(mv, predictor)
         images = decode_all(paths, pre)  # threaded, as in training
-        prob = np.concatenate([predictor.predict_batch(pre.normalize(images[i:i + 64].astype(np.float32)))
-                               for i in range(0, len(paths), 64)])
+        step = INFERENCE_BATCH_SIZE
+        prob = np.concatenate([predictor.predict_batch(pre.normalize(images[i:i + step].astype(np.float32)))
+                               for i in range(0, len(paths), step)])
         engine = f"onnxruntime ({', '.join(predictor.providers_in_use)})"
     else:
         threshold = check_threshold(mv.metadata.get("threshold"), str(mv.path / "metadata.json"))

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import CLASS_NAMES, DEMO_DATA_DIR
+from .config import CLASS_NAMES, DEFAULT_OPSET, DEMO_DATA_DIR
 from .errors import ExportError
 from .preprocessing import Preprocessing
 from .registry import Registry
 
-DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = 32
 INPUT_NAME = "image"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import IMAGE_EXTENSIONS
+from .config import IMAGE_EXTENSIONS, INFERENCE_BATCH_SIZE
 from .contract import read_contract
 from .errors import ConfigError, DeviceError, ImageDecodeError, ModelFileError, RegistryError
 from .files import not_regular, printable
@@ -150,7 +150,7 @@ class Predictor:
                                  "probability per image; export it again with `pneumokit export`")
         return np.where(np.isfinite(out) & (out >= 0) & (out <= 1), out, np.nan)
 
-    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = 32,
+    def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = INFERENCE_BATCH_SIZE,
                       threshold: float | None = None) -> list[dict]:
         """One row per file: path, probability, label; unreadable files, and files whose
         output is not a finite probability, get ``error`` instead (never a label)."""
