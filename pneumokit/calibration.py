@@ -83,6 +83,14 @@ def reliability(labels, prob, bins: int = 10) -> list[dict]:
             for b in range(bins) if (which == b).any()]
 
 
+def check_finite(prob, which: str) -> None:
+    """``TrainingError`` if any prediction is not finite: the training diverged."""
+    bad = int(np.count_nonzero(~np.isfinite(np.asarray(prob, dtype=np.float64))))
+    if bad:
+        raise TrainingError(f"training diverged: {bad} of {len(prob)} {which} predictions are not finite "
+                            "(NaN); lower --learning-rate, or check the images and the architecture")
+
+
 def calibrate(labels, prob, rule: str, target_sensitivity: float | None = None):
     """Fit the temperature on held-out ``prob``, then choose the threshold on the calibrated ones.
 
@@ -91,10 +99,7 @@ def calibrate(labels, prob, rule: str, target_sensitivity: float | None = None):
     """
     from .metrics import choose_threshold
 
-    bad = int(np.count_nonzero(~np.isfinite(np.asarray(prob, dtype=np.float64))))
-    if bad:
-        raise TrainingError(f"training diverged: {bad} of {len(prob)} held-out predictions are not finite "
-                            "(NaN); lower --learning-rate, or check the images")
+    check_finite(prob, "held-out")
     temperature = fit_temperature(labels, prob)
     calibrated = apply_temperature(prob, temperature)
     threshold, rule_text = choose_threshold(labels, calibrated, rule, target_sensitivity)

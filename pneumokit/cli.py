@@ -353,9 +353,13 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
              "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
              "ensemble": ensemble, "val_fraction": val_fraction, "precision": precision, "xla": xla,
              "seed": seed, "jpeg_draft": jpeg_draft or None}
-    config = None
-    if resume is None or any(v is not None for v in given.values()) or options or skip_bad:
+    config, overrides = None, None
+    if resume is None:
         config = _config(CVConfig, given, options, skip_bad)
+    else:  # only what was given again, compared with the run's own settings
+        overrides = {k: v for k, v in given.items() if v is not None}
+        overrides |= {"options": _parse_options(options)} if options else {}
+        overrides |= {"skip_bad": True} if skip_bad else {}
     notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
     if plan:
         out = plan_cv(config, data_dir, output=output, registry=Registry(registry_root), name=name,
@@ -380,7 +384,7 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
                        f"wrote {summary['output']}")
         return
     result = run_cv(config, data_dir, output=output, resume=resume, final=not no_final,
-                    registry=Registry(registry_root), name=name,
+                    registry=Registry(registry_root), name=name, overrides=overrides,
                     progress=progress_enabled(quiet or as_json), echo=notices)
     if as_json:
         _echo_json(result.to_dict())
@@ -518,6 +522,8 @@ def registry_delete(ref, force, all_versions, yes, registry_root):
     if not all_versions:
         click.echo(f"deleted {reg.delete(ref, force=force)}")
         return
+    if ":" in ref or "@" in ref:
+        raise click.UsageError(f"--all deletes every version of a model: give its name, not {ref!r}")
     name = validate_name(ref)
     versions = [r["versions"] for r in reg.list() if r["name"] == name]
     if versions and not yes:
@@ -596,7 +602,7 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
     from .runtime import Predictor, expand_inputs
 
     if output is not None:  # checked before any scoring
-        check_output_file(output, inputs=[*inputs, model])
+        check_output_file(output, inputs=[*inputs, model], registry_root=Registry(registry_root).root)
     predictor = Predictor(model, providers=providers, registry=Registry(registry_root), tf32=tf32)
     paths = expand_inputs(inputs)
     if not paths:
@@ -614,6 +620,9 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
                     "threshold": predictor.threshold if threshold is None else threshold,
                     "predictions": rows})
     else:
+        if tf32 and not predictor.tf32:
+            click.echo("note: --tf32 applies to CUDA only; this run is on "
+                       f"{predictor.providers_in_use[0]}", err=True)
         math = " (TF32)" if predictor.tf32 else ""
         click.echo(f"# {predictor.path} on {predictor.providers_in_use[0]}{math}", err=True)
         shown = [{**r, "probability": "" if r["probability"] is None else f"{r['probability']:.4f}",

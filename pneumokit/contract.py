@@ -32,6 +32,10 @@ def read_contract(session, path) -> dict:
     pre = _preprocessing(_value(props, "pneumokit.preprocessing", path), path)
     spec = _value(props, "pneumokit.input", path)
     name = spec.get("name") if isinstance(spec, dict) else None
+    stated = {k: spec.get(k) for k in ("height", "width", "channels")} if isinstance(spec, dict) else {}
+    if any(v is not None and v != getattr(pre, k) for k, v in stated.items()):
+        raise _bad(path, "pneumokit.input", f"says {stated}, but pneumokit.preprocessing says height "
+                                            f"{pre.height}, width {pre.width}, channels {pre.channels}")
     _check_graph(session, name, pre, path)
     model = _value(props, "pneumokit.model", path) if "pneumokit.model" in props else {}
     return {"class_names": classes, "threshold": threshold, "preprocessing": pre, "input_name": name,

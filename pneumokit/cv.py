@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import time
 import weakref
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .calibration import calibrate
+from .calibration import calibrate, check_finite
 from .config import CLASS_NAMES, CV_SPLITS, CVConfig
 from .data import scan
 from .errors import ConfigError, ResumeError
@@ -202,6 +203,7 @@ def run_cv(
     progress: bool = False,
     build_model: Callable[[], object] | None = None,
     echo: Callable[[str], None] = print,
+    overrides: dict | None = None,
 ) -> CVResult:
     """Cross-validate ``config.architecture`` (or ``build_model``) and register a final model.
 
@@ -221,13 +223,15 @@ def run_cv(
     build_model : zero-argument callable returning a Keras model, used instead
         of the architecture's builder (the original ``model_func``).
     echo : where the one-line notices go (device choice, leakage warning, skipped files).
+    overrides : with ``resume`` and no ``config``: settings given again (e.g. on the command
+        line), checked against the run's own; equal ones are accepted.
     """
     from filelock import FileLock, Timeout
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     run = _open(config, data_dir, output=output, resume=resume, final=final, registry=registry,
-                name=name, build_model=build_model, echo=echo)
+                name=name, build_model=build_model, echo=echo, overrides=overrides)
     config, out = run.config, run.out
     missing = [k for k in range(1, config.folds + 1) if not _fold_done(run, k)]
     if run.planned and missing:
@@ -257,7 +261,7 @@ def run_cv(
 
 
 def _open(config, data_dir, *, output, resume, final, registry, name, build_model, echo,
-          planned: bool = False) -> _Run:
+          planned: bool = False, overrides: dict | None = None) -> _Run:
     """Open (``resume``) or make the run folder, after every check that can fail before training."""
     from . import device
     from .provenance import dataset_fingerprint, unparsed_warning
@@ -267,25 +271,28 @@ def _open(config, data_dir, *, output, resume, final, registry, name, build_mode
     if resume is not None:
         out = Path(resume)
         saved = read_run(out)
-        config = config or saved["config_object"]
+        config = config or dataclasses.replace(saved["config_object"], **(overrides or {}))
         changed = _differences(_fold_settings(config.to_dict()), _fold_settings(saved["config"]))
         if changed:
             raise ResumeError(f"{out} was run with other settings ({changed}); resume with the "
                               "same options (or start a new run)")
         data_dir = data_dir or saved["data"]
+        if name and saved.get("name") and name != saved["name"]:
+            raise ResumeError(f"{out} was started with --name {saved['name']}; resume without --name "
+                              "(or with the same one)")
         name = name or saved.get("name")
         planned = bool(saved.get("planned"))
     config = config or CVConfig()
     arch = catalog.architecture(config.architecture)
     name = validate_name(name or arch.name)  # before hours of training, not after
     arch.check_options(config.options)
-    if final:
-        (registry or Registry()).check_writable(name)
     if build_model is not None:
         build_model = _fresh_each_call(build_model)
 
     result = scan(data_dir, splits=CV_SPLITS)
     index = result.require_usable(skip_bad=config.skip_bad)
+    if final:
+        (registry or Registry()).check_writable(name)
     for p in result.problems:
         echo(f"skipped {p.path}: {p.reason}")
     notice = unparsed_warning(index)
@@ -359,6 +366,8 @@ def _train_fold(run: _Run, k: int, progress: bool) -> FoldResult:
     y_held = held["label"].to_numpy()
     prob = predict(fitted.model, make_dataset(held["path"].tolist(), y_held, run.pre,
                                               batch_size=config.batch_size))
+    check_finite(fitted.val_prob, f"fold {k} inner-validation")
+    check_finite(prob, f"fold {k} held-out")
     # An honest estimate of the thresholded model: the threshold comes from
     # the inner validation split, never from the fold it is scored on.
     inner_threshold = choose_threshold(va["label"].to_numpy(), fitted.val_prob, config.threshold_rule,
@@ -459,11 +468,11 @@ def fold_from_env(value: str | int, environ) -> int:
         for var, offset in (("SLURM_ARRAY_TASK_ID", 0), ("JOB_COMPLETION_INDEX", 1)):
             if environ.get(var, "").strip():
                 text, source = environ[var].strip(), f"${var}"
-                if not text.isdigit():
+                if not re.fullmatch(r"[0-9]+", text):
                     raise ResumeError(f"{source} = {text!r} is not a fold index")
                 return int(text) + offset
         raise ResumeError("--only-fold env: neither $SLURM_ARRAY_TASK_ID nor $JOB_COMPLETION_INDEX is set")
-    if not text.isdigit() or int(text) < 1:
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
         raise ResumeError(f"--only-fold {value!r}: give a fold number (1, 2, ...) or 'env'")
     return int(text)
 

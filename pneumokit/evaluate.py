@@ -54,7 +54,7 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
     split = str(split).lower()  # folders match case-insensitively too
     mv = registry.get(ref)
     out = Path(output) if output else Path("runs") / "evaluate" / f"{mv.name}-v{mv.version}-{split}"
-    check_output_folder(out, "--output", create=True)
+    check_output_folder(out, "--output", create=True, registry_root=registry.root)
     result = scan(data_dir, splits=[split])
     index = result.require_usable(skip_bad=skip_bad)
     index = index[index["split"] == split]
@@ -110,7 +110,7 @@ def _exported_threshold(mv, predictor) -> float:
     """The threshold of an exported version: the ONNX file's (sha256-checked, what ``predict``
     uses); a ``metadata.json`` that says otherwise was edited and is refused."""
     recorded = mv.metadata.get("threshold")
-    if not isinstance(recorded, int | float) or abs(float(recorded) - predictor.threshold) > 1e-12:
+    if not isinstance(recorded, int | float) or not abs(float(recorded) - predictor.threshold) <= 1e-12:
         raise IntegrityError(f"{mv.path / 'metadata.json'}: threshold {recorded!r} disagrees with "
                              f"{predictor.path}'s {predictor.threshold!r}; one of them was edited. "
                              f"Run `pneumokit registry verify {mv.ref}`")

@@ -136,7 +136,7 @@ def regular_file(path: str | os.PathLike) -> str | os.PathLike:
     return path
 
 
-def check_output_file(path: str | os.PathLike, inputs=()) -> Path:
+def check_output_file(path: str | os.PathLike, inputs=(), registry_root=None) -> Path:
     """``path`` if a results file can be written there, else ``ConfigError``; for checks before
     long work, so that it is not done and then lost.
 
@@ -149,13 +149,18 @@ def check_output_file(path: str | os.PathLike, inputs=()) -> Path:
     if path.suffix.lower() in PROTECTED_SUFFIXES or any(_same(path, i) for i in inputs):
         raise ConfigError(f"output {path} would overwrite an image or model; give a new file name, "
                           "e.g. predictions.csv")
-    check_output_folder(path.parent, f"output {path}")
+    check_output_folder(path.parent, f"output {path}", registry_root=registry_root)
     return path
 
 
-def check_output_folder(folder: str | os.PathLike, what: str, create: bool = False) -> Path:
-    """``folder`` if results can be written in it (``create``: it may not exist yet)."""
+def check_output_folder(folder: str | os.PathLike, what: str, create: bool = False,
+                        registry_root: str | os.PathLike | None = None) -> Path:
+    """``folder`` if results can be written in it (``create``: it may not exist yet); never
+    inside the registry (``registry_root``) or a registry version folder."""
     folder = Path(folder)
+    if registry_root is not None and _within(folder, Path(registry_root)):
+        raise ConfigError(f"{what}: {folder} is inside the registry {registry_root}, which holds only "
+                          "registered versions; choose a folder outside it")
     version = registry_version_of(folder)
     if version is not None:
         raise ConfigError(f"{what}: {folder} is inside the registry version folder {version}, which "
@@ -183,6 +188,15 @@ def registry_version_of(path: str | os.PathLike) -> Path | None:
         if (folder / "metadata.json").is_file() and (folder / "model.keras").exists():
             return folder
     return None
+
+
+def _within(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or lies below it (links resolved)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _same(a: Path, b) -> bool:

@@ -24,18 +24,19 @@ def binary_metrics(y_true, prob, threshold: float = 0.5) -> dict:
     p = np.clip(raw, 1e-7, 1 - 1e-7)  # for the log loss only
     tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
 
-    def ratio(a, b):
-        return float(a / b) if b else 0.0
+    def ratio(a, b, empty=0.0):
+        return float(a / b) if b else empty
 
-    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    # Recall needs positives and specificity negatives: without them they are undefined (NaN).
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn, float("nan"))
     both = len(np.unique(y)) == 2
     return {
         "accuracy": ratio(tp + tn, len(y)),
         "loss": float(log_loss(y, p, labels=[0, 1])),
         "precision": precision,
         "recall": recall,
-        "specificity": ratio(tn, tn + fp),
-        "f1": ratio(2 * precision * recall, precision + recall),
+        "specificity": ratio(tn, tn + fp, float("nan")),
+        "f1": float("nan") if np.isnan(recall) else ratio(2 * precision * recall, precision + recall),
         "auc": float(roc_auc_score(y, p)) if both else float("nan"),
         "brier": brier_score(y, raw),
         "ece": expected_calibration_error(y, raw),

@@ -156,6 +156,9 @@ class Registry:
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[Path]:
         folder = self._model_dir(name)
+        if (folder / ".lock").is_dir():
+            raise RegistryError(f"{folder / '.lock'} is a folder, not a file: remove it (pneumokit "
+                                "recreates it)")
         with _writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
             with FileLock(str(folder / ".lock")):
@@ -389,9 +392,10 @@ class Registry:
         fix = _DAMAGED_VERSION_FIX.format(ref=f"{name}:{version}")
         meta = read_json(path / METADATA_FILE, dict, fix)
         artifacts = meta.get("artifacts", {})
-        if not (isinstance(artifacts, dict) and all(isinstance(v, str) for v in artifacts.values())):
-            raise RegistryError(f"{path / METADATA_FILE}: damaged (\"artifacts\" must map file names to "
-                                f"sha256 strings). {fix}")
+        if not (isinstance(artifacts, dict) and all(isinstance(v, str) for v in artifacts.values())
+                and all(_inside_version(k) for k in artifacts)):
+            raise RegistryError(f"{path / METADATA_FILE}: damaged (\"artifacts\" must map file names in "
+                                f"the version folder to sha256 strings). {fix}")
         return ModelVersion(name=name, version=version, path=path, metadata=meta)
 
     def versions(self, name: str) -> list[ModelVersion]:
@@ -448,6 +452,12 @@ _DAMAGED_VERSION_FIX = ("Restore it from a backup, or remove the version with "
                         "`pneumokit registry delete {ref}`.")
 
 
+def _inside_version(name: str) -> bool:
+    """An artifact name is a relative path that stays in its version folder."""
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
+
+
 def _put(target: Path, source: str | os.PathLike | bytes) -> None:
     """Write an artifact: bytes, or a copy of a file; atomically, never through a planted link."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -463,10 +473,18 @@ def _writing(where: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        path = exc.filename or where
+        path = _target_of(Path(exc.filename)) if exc.filename else where
         raise RegistryError(f"cannot write to the registry at {path}: {_reason(exc)}. Choose another "
                             f"--registry (or ${REGISTRY_ENV}), or fix its permissions or free space"
                             ) from exc
+
+
+def _target_of(path: Path) -> Path:
+    """The file a temporary ``.NAME.xxxxxx.part`` (``pneumokit.files.atomic_write``) was for."""
+    name = path.name
+    if name.startswith(".") and name.endswith(".part") and name.count(".") >= 3:
+        return path.with_name(name[1:-len(".part")].rsplit(".", 1)[0])
+    return path
 
 
 def _now() -> str:

@@ -190,14 +190,16 @@ def _one_line(exc: BaseException) -> str:
 
 
 def verify_if_registered(path: Path) -> Path:
-    """``path``; if it lies in a registry version folder that records it, after its sha256 check."""
-    meta_path = path.parent / "metadata.json"
+    """``path``; if it (or the file a link points to) lies in a registry version folder that
+    records it, after its sha256 check."""
+    real = path.resolve()
+    meta_path = real.parent / "metadata.json"
     if not meta_path.is_file():
         return path
     from .registry import ModelVersion, read_json
 
     meta = read_json(meta_path, dict, "Restore it, or score a copy of the ONNX file kept elsewhere.")
-    if path.name not in meta.get("artifacts", {}):
-        return path
-    mv = ModelVersion(meta.get("name", path.parent.parent.name), meta.get("version", 0), path.parent, meta)
-    return mv.verify(path.name)
+    if real.name in meta.get("artifacts", {}):
+        name = meta.get("name", real.parent.parent.name)
+        ModelVersion(name, meta.get("version", 0), real.parent, meta).verify(real.name)
+    return path

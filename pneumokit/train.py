@@ -73,9 +73,9 @@ def train(
     name = validate_name(name or arch.name)  # before training, not after
     arch.check_options(config.options)
     build_augmentations(config.augment, catalog, config.seed)  # a bad spec fails now, not later
-    registry.check_writable(name)
     result = scan(data_dir, splits=CV_SPLITS)
     index = result.require_usable(skip_bad=config.skip_bad)
+    registry.check_writable(name)
     skipped = list(result.problems)
     notice = unparsed_warning(index)
     if notice:

@@ -350,7 +350,7 @@ def test_evaluate_of_one_class_writes_strict_json(registry_copy, data, tmp_path)
     version = registry_copy / "tiny" / "1"
     into_version = CliRunner().invoke(main, ["evaluate", "tiny:1", "--data", str(copy), "--registry",
                                              str(registry_copy), "--output", str(version / "ev")])
-    one_line_error(into_version, "immutable")
+    one_line_error(into_version, "inside the registry")
 
 
 def test_verify_finds_changed_artifacts_and_stray_files(registry_copy):
@@ -465,3 +465,85 @@ def test_names_and_refs_are_matched_whole(ref):
 def test_alias_with_a_final_newline_is_refused(tmp_path):
     with pytest.raises(RegistryError):
         validate_name("prod\n", "alias")
+
+
+# A second hostile pass ------------------------------------------------------------------
+
+def test_a_diverging_cv_fold_is_one_line(fake_entry_points, data, tmp_path):
+    import keras
+
+    def nan_build(input_shape, **options):
+        inputs = keras.Input(input_shape)
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(float("nan"))(inputs))
+        return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+
+    def register(register):
+        register(pneumokit.Architecture(name="nan_net", build=nan_build))
+
+    module = make_module("m", register_architectures=register)
+    fake_entry_points(FakeEntryPoint("nan-nets", "p", module=module))
+    result = CliRunner().invoke(main, ["cv", "--data", str(data), "--model", "nan_net", "--folds", "2",
+                                       "--output", str(tmp_path / "run"), "--registry", str(tmp_path / "reg"),
+                                       *TINY])
+    one_line_error(result, "training diverged", "fold 1")
+
+
+def test_outputs_anywhere_in_the_registry_are_refused(registry_copy, data, tmp_path):
+    for target in (registry_copy / "tiny" / "2", registry_copy / "new" / "1", registry_copy):
+        one_line_error(CliRunner().invoke(main, ["evaluate", "tiny:1", "--data", str(data), "--registry",
+                                                 str(registry_copy), "--output", str(target)]),
+                       "inside the registry")
+        assert not (registry_copy / "tiny" / "2").exists() and not (registry_copy / "new").exists()
+
+
+def test_a_link_to_a_damaged_registry_onnx_is_refused(registry_copy, tmp_path):
+    from pneumokit.errors import IntegrityError
+    from pneumokit.runtime import Predictor
+
+    onnx_file = registry_copy / "tiny" / "1" / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-40] ^= 0xFF
+    onnx_file.write_bytes(bytes(data))
+    link = tmp_path / "link.onnx"
+    link.symlink_to(onnx_file)
+    with pytest.raises(IntegrityError, match="sha256"):
+        Predictor(link)
+
+
+def test_artifact_names_must_stay_in_the_version_folder(tmp_path):
+    reg = Registry(tmp_path)
+    reg.save("demo", FakeModel(), {"threshold": 0.5})
+    meta_path = tmp_path / "demo" / "1" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["artifacts"]["../../../etc/passwd"] = "0" * 64
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(RegistryError, match="in the version folder"):
+        reg.get("demo:1")
+
+
+def test_resume_accepts_settings_given_again_and_refuses_another_name(data, tmp_path):
+    run, reg = tmp_path / "run", tmp_path / "reg"
+    CliRunner().invoke(main, ["cv", "--plan", "--data", str(data), "--folds", "2", "--output", str(run),
+                              "--name", "first", "--registry", str(reg), *TINY])
+    other = CliRunner().invoke(main, ["cv", "--resume", str(run), "--name", "second", "--registry", str(reg),
+                                      "--quiet"])
+    one_line_error(other, "was started with --name first")
+    same = CliRunner().invoke(main, ["cv", "--resume", str(run), "--epochs", "1", "--folds", "2",
+                                     "--registry", str(reg), "--quiet"])
+    one_line_error(same, "fold(s) 1, 2 of 2 are not done")  # accepted; the planned folds are missing
+    changed = CliRunner().invoke(main, ["cv", "--resume", str(run), "--epochs", "2", "--registry", str(reg),
+                                        "--quiet"])
+    assert "epochs: 1 -> 2" in one_line_error(changed) and "batch_size" not in changed.output
+
+
+def test_lock_that_is_a_folder_and_temp_names_in_errors(tmp_path, monkeypatch):
+    from pneumokit.registry import _target_of
+
+    reg = Registry(tmp_path)
+    reg.save("demo", FakeModel(), {})
+    (tmp_path / "demo" / ".lock").unlink()
+    (tmp_path / "demo" / ".lock").mkdir()
+    one_line_error(CliRunner().invoke(main, ["registry", "alias", "demo", "prod", "1", "--registry",
+                                             str(tmp_path)]), ".lock is a folder")
+    assert _target_of(Path("/r/demo/.aliases.json.8ekj_p4w.part")) == Path("/r/demo/aliases.json")
+    assert _target_of(Path("/r/demo/aliases.json")) == Path("/r/demo/aliases.json")

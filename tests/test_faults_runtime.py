@@ -68,6 +68,12 @@ def test_preprocessing_fields_are_type_checked_not_cast(tmp_path, change, needle
         Predictor(tiny_onnx(tmp_path / "m.onnx", props={"pneumokit.preprocessing": pre}))
 
 
+def test_input_metadata_must_agree_with_the_preprocessing(tmp_path):
+    spec = {"name": "image", "layout": "NHWC", "height": 64, "width": 8, "channels": 1, "dtype": "float32"}
+    with pytest.raises(ModelFileError, match="pneumokit.input says"):
+        Predictor(tiny_onnx(tmp_path / "m.onnx", props={"pneumokit.input": spec}))
+
+
 @pytest.mark.parametrize("graph, needle", [
     ({"out_type": 7}, "tensor\\(int64\\)"), ({"out_type": 9}, "tensor\\(bool\\)"),
     ({"batch": 1}, "dynamic batch"), ({"extra_input": True}, "2 inputs"),
@@ -115,7 +121,8 @@ def test_metadata_sizes_must_match_the_graph(tmp_path):
     from pneumokit.preprocessing import Preprocessing
 
     pre = Preprocessing.from_preset("unit", 16, 1).to_dict()  # the graph takes 8x8
-    path = tiny_onnx(tmp_path / "m.onnx", props={"pneumokit.preprocessing": pre})
+    spec = {"name": "image", "height": 16, "width": 16, "channels": 1}
+    path = tiny_onnx(tmp_path / "m.onnx", props={"pneumokit.preprocessing": pre, "pneumokit.input": spec})
     with pytest.raises(ModelFileError, match="graph's input"):
         Predictor(path)
 
