@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import CatalogError, ConfigError, PluginError, PneumokitError
 
+BUILTIN_PLUGIN = "pneumokit"  # the distribution whose entry points are the built-ins
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 # Preprocessing presets an architecture may ask for. Pixels are 8-bit (0..255)
@@ -118,9 +119,17 @@ class Architecture:
         """``build(input_shape, **options)``; a failure is one ``PluginError`` naming the
         architecture and its plugin (a ``PneumokitError`` passes through as it is)."""
         self.check_options(options)
+        if self.plugin in ("", BUILTIN_PLUGIN):  # pneumokit's own: a bad option value is the
+            try:  # user's to fix; any other failure is a bug and keeps its traceback
+                return self.build(input_shape, **options)
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, PneumokitError) or not options:
+                    raise
+                raise ConfigError(f"architecture {self.name!r} cannot be built with options {dict(options)}: "
+                                  f"{' '.join(str(exc).split())}") from exc
         try:
             return self.build(input_shape, **options)
-        except (PneumokitError, KeyboardInterrupt):
+        except (PneumokitError, KeyboardInterrupt, MemoryError):
             raise
         except BaseException as exc:  # a plugin's SystemExit must not stop pneumokit either
             where = f"plugin {self.plugin} {self.plugin_version}".rstrip() if self.plugin else "no plugin"

@@ -49,6 +49,9 @@ class _Main(click.Group):
             return super().invoke(ctx)
         except PneumokitError as exc:
             raise click.ClickException(str(exc)) from exc
+        except BrokenPipeError:  # the reader went away (`pneumokit registry list | head`)
+            sys.stderr.close()
+            raise click.exceptions.Exit(141) from None
         except OSError as exc:
             if exc.filename is None:
                 raise _bug(exc) from exc

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import numbers
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import ConfigError
@@ -77,11 +78,21 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _is_int(value, low: int, high: float = math.inf) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value <= high
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _as_python(config) -> None:
+    """NumPy integers and floats given as settings become Python ones (JSON, equality)."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool | int):
+            object.__setattr__(config, f.name, int(value))
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool | int | float):
+            object.__setattr__(config, f.name, float(value))
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,7 @@ class TrainConfig:
 
     def __post_init__(self):
         # Checked here, so a bad setting fails before any training, not after it.
+        _as_python(self)
         _check(self.lr_schedule in LR_SCHEDULES,
                f"lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
         _check(self.threshold_rule in THRESHOLD_RULES,

@@ -34,7 +34,7 @@ from .calibration import calibrate, check_finite
 from .config import CLASS_NAMES, CV_SPLITS, CVConfig
 from .data import scan
 from .errors import ConfigError, ResumeError
-from .files import atomic_path, write_csv_atomic, write_json_atomic
+from .files import atomic_path, check_output_folder, write_csv_atomic, write_json_atomic
 from .metrics import METRICS, binary_metrics, choose_threshold, summarize
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
@@ -173,17 +173,24 @@ def run_fold(resume: str | os.PathLike, k: int, *, progress: bool = False,
     A lock per fold makes sure two jobs never train the same fold; a fold
     already done is loaded, not trained again.
     """
-    from filelock import FileLock, Timeout
 
     run = _open(None, None, output=None, resume=resume, final=False, registry=None, name=None,
                 build_model=None, echo=echo)
     if not (isinstance(k, int) and 1 <= k <= run.config.folds):
         raise ResumeError(f"fold {k!r}: {run.out} has folds 1..{run.config.folds}")
+    if _fold_done(run, k):
+        echo(f"fold {k} of {run.out} is already done")
+    return _claimed_fold(run, k, progress)
+
+
+def _claimed_fold(run: _Run, k: int, progress: bool) -> FoldResult:
+    """Fold ``k`` under its lock: loaded if done, else trained; refused while another job holds it."""
+    from filelock import FileLock, Timeout
+
     lock = FileLock(str(run.out / "folds" / f".fold_{k}.lock"), timeout=0)
     try:
         with lock:
             if _fold_done(run, k):
-                echo(f"fold {k} of {run.out} is already done")
                 return _load_fold(_fold_path(run.out, k))
             return _train_fold(run, k, progress)
     except Timeout:
@@ -243,11 +250,13 @@ def run_cv(
     except Timeout:
         raise ResumeError(f"{out} is being finished by another process ({merge.lock_file} is held)") from None
     try:
+        if resume is not None:
+            read_run(out)  # again, under the lock: another merge may have finished meanwhile
         fold_results: list[FoldResult] = []
         bar = tqdm(total=config.folds, desc="folds", unit="fold", disable=not progress, position=0)
         with bar:
             for k in range(1, config.folds + 1):
-                fold = _train_fold(run, k, progress) if k in missing else _load_fold(_fold_path(out, k))
+                fold = _claimed_fold(run, k, progress) if k in missing else _load_fold(_fold_path(out, k))
                 fold_results.append(fold)
                 bar.set_postfix(auc=f"{fold.metrics['auc']:.4f}")
                 bar.update(1)
@@ -276,6 +285,9 @@ def _open(config, data_dir, *, output, resume, final, registry, name, build_mode
         if changed:
             raise ResumeError(f"{out} was run with other settings ({changed}); resume with the "
                               "same options (or start a new run)")
+        if saved.get("planned") and config.ensemble != saved["config"].get("ensemble"):
+            raise ResumeError(f"{out} was planned with ensemble={saved['config'].get('ensemble')}: its fold "
+                              "jobs keep fold models only with --ensemble given at --plan time")
         data_dir = data_dir or saved["data"]
         if name and saved.get("name") and name != saved["name"]:
             raise ResumeError(f"{out} was started with --name {saved['name']}; resume without --name "
@@ -313,6 +325,7 @@ def _open(config, data_dir, *, output, resume, final, registry, name, build_mode
     if resume is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path(output) if output else Path("runs") / "cv" / f"{name}-{stamp}"
+        check_output_folder(out, "--output", create=True, registry_root=(registry or Registry()).root)
         if (out / RUN_FILE).exists():
             raise ResumeError(f"{out} already holds a run: pass --resume {out} to continue it, "
                               "or choose another --output")

@@ -52,7 +52,11 @@ def discover() -> DeviceFacts:
         gpus.append({"name": details.get("device_name", gpu.name),
                      "compute_capability": tuple(details.get("compute_capability") or (0, 0))})
     raw = os.environ.get("TF_CONFIG")
-    return DeviceFacts(gpus=tuple(gpus), tf_config=json.loads(raw) if raw else None)
+    try:
+        tf_config = json.loads(raw) if raw else None
+    except ValueError as exc:
+        raise ConfigError(f"TF_CONFIG is not valid JSON ({exc}): fix it or unset it") from None
+    return DeviceFacts(gpus=tuple(gpus), tf_config=tf_config)
 
 
 def plan(facts: DeviceFacts, precision: str = "auto", xla: str = "auto") -> DevicePlan:
@@ -92,7 +96,12 @@ def plan(facts: DeviceFacts, precision: str = "auto", xla: str = "auto") -> Devi
     else:
         use_xla = xla == "on"
         reasons.append(f"XLA {xla}: asked for")
-    cluster = (facts.tf_config or {}).get("cluster") or {}
+    spec = facts.tf_config
+    cluster = (spec.get("cluster") if isinstance(spec, dict) else None) or {}
+    if spec is not None and not (isinstance(spec, dict) and isinstance(cluster, dict)
+                                 and all(isinstance(v, list) for v in cluster.values())):
+        raise ConfigError(f"TF_CONFIG {facts.tf_config!r} is not a TensorFlow cluster spec "
+                          '({"cluster": {"worker": [...]}, "task": {...}}): fix it or unset it')
     workers = sum(len(v) for k, v in cluster.items() if k in ("worker", "chief"))
     if facts.tf_config and workers > 1:
         raise DeviceError(MULTI_WORKER_UNSUPPORTED.format(workers=workers))

@@ -23,10 +23,13 @@ from typing import IO, Any
 from .errors import ConfigError
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # once, at import: setting it later would race with other threads
 
 
 @contextlib.contextmanager
@@ -34,21 +37,50 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
     """Open a fresh temporary file beside ``path``; on success it replaces ``path`` atomically.
 
     The temporary file is created with ``O_CREAT | O_EXCL`` (``mkstemp``), so
-    it can never be a link planted in advance.
+    it can never be a link planted in advance. A replaced file keeps its mode;
+    a new one gets the usual ``0o666 & ~umask``. Text is UTF-8. An OS error
+    (no space, quota, I/O) names ``path``.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    if "b" not in mode:
+        open_kwargs.setdefault("encoding", "utf-8")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; others may need to read it
-        with os.fdopen(fd, mode, **open_kwargs) as f:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        f = os.fdopen(fd, mode, **open_kwargs)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    try:
+        try:
+            keep = os.stat(path).st_mode & 0o777
+        except OSError:
+            keep = 0o666 & ~_UMASK  # mkstemp makes 0600; others may need to read it
+        with f:
+            os.fchmod(f.fileno(), keep)
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(path.parent)
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not exc.filename:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import Catalog
+from .catalog import BUILTIN_PLUGIN, Catalog
 from .decoding import decode_all
 from .errors import ConfigError, PluginError, PneumokitError
 from .fused import FusedAugmentation, layer_seeds
@@ -66,13 +66,15 @@ def build_augmentations(spec, catalog: Catalog, seed: int | None = None) -> list
             kwargs.setdefault("seed", seed + i)
         try:
             layers.append(aug.build(**kwargs))
-        except (PneumokitError, KeyboardInterrupt):
+        except (PneumokitError, KeyboardInterrupt, MemoryError):
             raise
         except TypeError as exc:
             raise ConfigError(
                 f"augmentation {name!r}: {exc}; its parameters are {dict(aug.params)}"
             ) from exc
         except BaseException as exc:  # a plugin's failure, even SystemExit, is named
+            if aug.plugin in ("", BUILTIN_PLUGIN):
+                raise  # pneumokit's own: a bug, with its traceback
             raise PluginError(f"augmentation {name!r} (plugin {aug.plugin or '?'}) failed to build "
                               f"with {params}: {type(exc).__name__}: {' '.join(str(exc).split())}"
                               ) from exc

@@ -18,10 +18,10 @@ from importlib import metadata
 import pluggy
 
 from . import hookspecs
-from .catalog import Architecture, Augmentation, Catalog, CatalogError
+from .catalog import BUILTIN_PLUGIN, Architecture, Augmentation, Catalog, CatalogError
 
 ENTRY_POINT_GROUP = "pneumokit"
-BUILTIN = "pneumokit"
+BUILTIN = BUILTIN_PLUGIN
 LOAD_ENV = "PNEUMOKIT_LOAD_PLUGINS"
 
 _HOOKS = {

@@ -33,7 +33,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from .errors import IntegrityError, ModelFileError, RegistryError
-from .files import atomic_write, copy_atomic, write_bytes_atomic, write_json_atomic
+from .files import atomic_write, copy_atomic, fsync_dir, write_bytes_atomic, write_json_atomic
 
 REGISTRY_ENV = "PNEUMOKIT_REGISTRY"
 DEFAULT_ROOT = "registry"
@@ -241,6 +241,7 @@ class Registry:
         metadata gains ``name``, ``version``, ``created_at`` and the sha256 of every artifact.
         """
         folder = self._model_dir(name)
+        check_artifact_names(artifacts or {})
         with _writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
             self._clean_stale_tmp(folder)
@@ -258,11 +259,11 @@ class Registry:
                 meta = {**(metadata or {}), "name": name, "version": version,
                         "created_at": _now(), "artifacts": hashes}
                 write_json_atomic(tmp / METADATA_FILE, meta)
-                _fsync_dir(tmp)
+                fsync_dir(tmp)
                 os.rename(tmp, folder / str(version))  # atomic: the version appears whole
                 with atomic_write(folder / _LAST_VERSION) as f:
                     f.write(str(version))
-                _fsync_dir(folder)
+                fsync_dir(folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -275,10 +276,11 @@ class Registry:
         Existing artifacts are never replaced, so a version stays immutable in
         what it already holds.
         """
+        check_artifact_names(files)
         mv = self.get(ref)
         with self._locked(mv.name), _writing(mv.path):
-            meta = read_json(mv.path / METADATA_FILE, dict, _DAMAGED_VERSION_FIX.format(ref=mv.ref))
-            self.check_new_artifacts(mv, list(files))
+            meta = read_metadata(mv.path, mv.ref)  # again, under the lock
+            self.check_new_artifacts(ModelVersion(mv.name, mv.version, mv.path, meta), list(files))
             written = []
             try:
                 for rel, source in files.items():
@@ -389,14 +391,8 @@ class Registry:
         """Resolve ``name``, ``name:N`` or ``name@alias`` to a ``ModelVersion``."""
         name, version = self._resolve(ref)
         path = self.root / name / str(version)
-        fix = _DAMAGED_VERSION_FIX.format(ref=f"{name}:{version}")
-        meta = read_json(path / METADATA_FILE, dict, fix)
-        artifacts = meta.get("artifacts", {})
-        if not (isinstance(artifacts, dict) and all(isinstance(v, str) for v in artifacts.values())
-                and all(_inside_version(k) for k in artifacts)):
-            raise RegistryError(f"{path / METADATA_FILE}: damaged (\"artifacts\" must map file names in "
-                                f"the version folder to sha256 strings). {fix}")
-        return ModelVersion(name=name, version=version, path=path, metadata=meta)
+        return ModelVersion(name=name, version=version, path=path,
+                            metadata=read_metadata(path, f"{name}:{version}"))
 
     def versions(self, name: str) -> list[ModelVersion]:
         folder = self._model_dir(name)
@@ -444,12 +440,33 @@ class Registry:
         except Exception as exc:  # Keras raises many types for a file it cannot read
             raise ModelFileError(f"{path}: Keras cannot load it ({type(exc).__name__}: "
                                  f"{' '.join(str(exc).split())[:200]}), although its sha256 matches the "
-                                 f"metadata: it was replaced along with its record. {_DAMAGED_VERSION_FIX}"
-                                 .format(ref=mv.ref)) from None
+                                 "metadata: it was saved by an incompatible Keras, needs a plugin that is "
+                                 "not installed, or was replaced along with its record") from None
 
 
 _DAMAGED_VERSION_FIX = ("Restore it from a backup, or remove the version with "
                         "`pneumokit registry delete {ref}`.")
+
+
+def read_metadata(folder: Path, ref: str) -> dict:
+    """A version folder's ``metadata.json``, checked: a JSON object whose ``artifacts`` map file
+    names inside the folder to sha256 strings. ``RegistryError`` naming the file otherwise."""
+    fix = _DAMAGED_VERSION_FIX.format(ref=ref)
+    meta = read_json(folder / METADATA_FILE, dict, fix)
+    artifacts = meta.get("artifacts", {})
+    if not (isinstance(artifacts, dict) and all(isinstance(v, str) for v in artifacts.values())
+            and all(_inside_version(k) for k in artifacts)):
+        raise RegistryError(f"{folder / METADATA_FILE}: damaged (\"artifacts\" must map file names in "
+                            f"the version folder to sha256 strings). {fix}")
+    return meta
+
+
+def check_artifact_names(names) -> None:
+    """``RegistryError`` for an artifact name that would leave its version folder."""
+    bad = [n for n in names if not (isinstance(n, str) and _inside_version(n))]
+    if bad:
+        raise RegistryError(f"artifact name(s) {bad} would leave the version folder: use relative "
+                            "names without '..', e.g. plots/roc.png")
 
 
 def _inside_version(name: str) -> bool:
@@ -461,6 +478,8 @@ def _inside_version(name: str) -> bool:
 def _put(target: Path, source: str | os.PathLike | bytes) -> None:
     """Write an artifact: bytes, or a copy of a file; atomically, never through a planted link."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.parent.is_symlink():
+        raise RegistryError(f"{target.parent} is a link: artifacts are never written through one")
     if isinstance(source, bytes):
         write_bytes_atomic(target, source)
     else:
@@ -501,11 +520,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -196,9 +196,9 @@ def verify_if_registered(path: Path) -> Path:
     meta_path = real.parent / "metadata.json"
     if not meta_path.is_file():
         return path
-    from .registry import ModelVersion, read_json
+    from .registry import ModelVersion, read_metadata
 
-    meta = read_json(meta_path, dict, "Restore it, or score a copy of the ONNX file kept elsewhere.")
+    meta = read_metadata(real.parent, str(real.parent))
     if real.name in meta.get("artifacts", {}):
         name = meta.get("name", real.parent.parent.name)
         ModelVersion(name, meta.get("version", 0), real.parent, meta).verify(real.name)

@@ -547,3 +547,63 @@ def test_lock_that_is_a_folder_and_temp_names_in_errors(tmp_path, monkeypatch):
                                              str(tmp_path)]), ".lock is a folder")
     assert _target_of(Path("/r/demo/.aliases.json.8ekj_p4w.part")) == Path("/r/demo/aliases.json")
     assert _target_of(Path("/r/demo/aliases.json")) == Path("/r/demo/aliases.json")
+
+
+# From a review of the change -------------------------------------------------------------
+
+def test_artifact_names_cannot_leave_the_version_on_save(tmp_path):
+    reg = Registry(tmp_path / "reg")
+    for name in ("../../escaped.txt", "/tmp/abs.txt"):
+        with pytest.raises(RegistryError, match="would leave the version folder"):
+            reg.save("demo", FakeModel(), {}, {name: b"hi"})
+    assert not (tmp_path / "escaped.txt").exists() and reg.list() == []
+
+
+def test_by_path_damaged_metadata_is_named(tmp_path):
+    from pneumokit.runtime import verify_if_registered
+
+    reg = Registry(tmp_path)
+    mv = reg.save("demo", FakeModel(), {}, {"model.onnx": b"x"})
+    meta = json.loads((mv.path / "metadata.json").read_text())
+    (mv.path / "metadata.json").write_text(json.dumps({**meta, "artifacts": list(meta["artifacts"])}))
+    with pytest.raises(RegistryError, match="metadata.json: damaged"):
+        verify_if_registered(mv.path / "model.onnx")
+
+
+def test_cv_output_inside_the_registry_and_ensemble_of_a_plan(data, tmp_path):
+    reg = tmp_path / "reg"
+    one_line_error(CliRunner().invoke(main, ["cv", "--plan", "--data", str(data), "--folds", "2", "--output",
+                                             str(reg / "tiny" / "7"), "--registry", str(reg), *TINY]),
+                   "inside the registry")
+    run = tmp_path / "run"
+    CliRunner().invoke(main, ["cv", "--plan", "--data", str(data), "--folds", "2", "--output", str(run),
+                              "--registry", str(reg), *TINY])
+    resumed = CliRunner().invoke(main, ["cv", "--resume", str(run), "--ensemble", "--registry", str(reg)])
+    one_line_error(resumed, "--ensemble given at --plan time")
+
+
+def test_numpy_numbers_are_settings_too():
+    import numpy as np
+
+    from pneumokit.config import CVConfig
+
+    config = CVConfig(epochs=np.int64(3), folds=np.int64(4), learning_rate=np.float32(0.5))
+    assert (type(config.epochs), type(config.folds), type(config.learning_rate)) == (int, int, float)
+
+
+@pytest.mark.parametrize("raw", ["{not json", "[1]", '{"cluster": "x"}'])
+def test_malformed_tf_config_is_one_line(raw, monkeypatch, tmp_path):
+    monkeypatch.setenv("TF_CONFIG", raw)
+    one_line_error(CliRunner().invoke(main, ["cv", "--output", str(tmp_path / "run"), "--registry",
+                                             str(tmp_path / "reg"), *TINY]), "TF_CONFIG")
+
+
+def test_a_failed_write_names_the_file_meant(tmp_path):
+    from pneumokit.files import atomic_write
+
+    target = tmp_path / "cv.csv"
+    with pytest.raises(OSError) as caught:
+        with atomic_write(target) as f:
+            f.write("x")
+            raise OSError(28, "No space left on device")
+    assert caught.value.filename == str(target) and os.listdir(tmp_path) == []
