@@ -165,7 +165,7 @@ def test_resume_after_interrupt_gives_same_results(data, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_cv(config, data, output=tmp_path / "broken", final=False, echo=lambda s: None)
     monkeypatch.setattr(fitting, "fit", real_fit)
-    kept = sorted(p.name for p in (tmp_path / "broken" / "folds").iterdir())
+    kept = sorted(p.name for p in (tmp_path / "broken" / "folds").iterdir() if not p.name.startswith("."))
     assert kept == ["fold_1.json"]  # fold models are kept only for --ensemble
 
     resumed = run_cv(None, None, resume=tmp_path / "broken", final=False, echo=lambda s: None)
