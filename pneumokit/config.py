@@ -17,7 +17,7 @@ DEMO_DATA_DIR = PACKAGE_DIR / "demo" / "chest_xray"
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # label 0, label 1 (the positive class)
 SPLITS = ("train", "val", "test")
 CV_SPLITS = ("train", "val")  # pooled for cross-validation; test stays aside
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".dcm")  # .dcm: DICOM, see pneumokit/dicom.py
 # The only formats decoded (Pillow's plugin names; JPEG's also opens multi-picture
 # JPEGs). Anything else is refused by name, so no other decoder (e.g. EPS, which
 # runs Ghostscript) ever runs.

@@ -1,6 +1,6 @@
 """Scan and validate a dataset folder into an index of images, labels and patient ids.
 
-Layout: ``DIR/{train,val,test}/{NORMAL,PNEUMONIA}/*.{jpeg,jpg,png}``; val and
+Layout: ``DIR/{train,val,test}/{NORMAL,PNEUMONIA}/*.{jpeg,jpg,png,dcm}``; val and
 test are optional; split and class folder names match case-insensitively.
 """
 
@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from .config import CLASS_NAMES, CV_SPLITS, DEMO_DATA_DIR, IMAGE_EXTENSIONS, SPLITS
+from .dicom import dicom_info, is_dicom
 from .errors import DatasetError
 from .files import not_regular, printable
 from .preprocessing import ImageDecodeError, decode
@@ -171,8 +172,11 @@ def _inspect(path: Path) -> dict:
         return row
     try:
         decode(data, _VALIDATE_SIZE, draft=True)
-        with Image.open(io.BytesIO(data)) as img:
-            row["width"], row["height"], row["mode"] = img.width, img.height, img.mode
+        if is_dicom(data):
+            row["width"], row["height"], row["mode"] = dicom_info(data)
+        else:
+            with Image.open(io.BytesIO(data)) as img:
+                row["width"], row["height"], row["mode"] = img.width, img.height, img.mode
     except ImageDecodeError as exc:
         row["problem"] = f"not a readable image: {exc}"
     return row

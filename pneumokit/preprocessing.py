@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .catalog import PREPROCESSING_PRESETS
 from .config import IMAGE_FORMATS, JPEG_DRAFT, RESIZE_METHOD
+from .dicom import DICOM_EXTENSIONS, dicom_to_gray8, is_dicom
 from .errors import ConfigError, ImageDecodeError
 from .files import not_regular
 
@@ -74,6 +75,11 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
             raise ImageDecodeError(f"is {why}, not an image file" if why.startswith("a ") else why)
         if os.path.getsize(source) == 0:
             raise ImageDecodeError("empty file (0 bytes)")
+        if str(source).lower().endswith(DICOM_EXTENSIONS):
+            with open(source, "rb") as f:
+                source = io.BytesIO(f.read())
+    if isinstance(source, io.BytesIO) and is_dicom(source.getvalue()[:132]):
+        return _sized(Image.fromarray(dicom_to_gray8(source.getvalue())), size)
     try:
         with Image.open(source, formats=IMAGE_FORMATS) as img:
             if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):  # whatever the filters
@@ -81,10 +87,7 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
             if draft and size is not None and img.format == "JPEG":
                 img.draft("L", (size, size))
             ImageOps.exif_transpose(img, in_place=True)
-            img = to_grayscale8(img)
-            if size is not None and img.size != (size, size):
-                img = img.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return _sized(to_grayscale8(img), size)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -95,9 +98,28 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
         raise ImageDecodeError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _sized(img: Image.Image, size: int | None) -> np.ndarray:
+    """A decoded 8-bit grayscale image through the size limit and the resize of the rule."""
+    if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):
+        raise ImageDecodeError(_too_large(Image.DecompressionBombError(
+            f"Image size ({img.width * img.height} pixels)")))
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
 def _refused_format(source) -> str:
     """Why a file is refused, naming its real format when Pillow knows it (header only)."""
     accepted = " or ".join(IMAGE_FORMATS)
+    with contextlib.suppress(OSError):
+        if hasattr(source, "read"):
+            source.seek(0)
+            head = source.read(132)
+        else:
+            with open(source, "rb") as f:
+                head = f.read(132)
+        if is_dicom(head):
+            return "content is DICOM: name the file .dcm"
     with contextlib.suppress(Exception):
         if hasattr(source, "seek"):
             source.seek(0)

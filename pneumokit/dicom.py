@@ -1,0 +1,100 @@
+"""DICOM (``.dcm``) X-rays as 8-bit grayscale, with pydicom: the step before the preprocessing rule.
+
+A DICOM file becomes an 8-bit grayscale image in four steps, the way a viewer
+shows it; the preprocessing rule (``pneumokit.preprocessing``) then applies
+as to any JPEG or PNG:
+
+1. the stored values go through the modality LUT (``RescaleSlope`` /
+   ``RescaleIntercept``, or a Modality LUT Sequence);
+2. the first VOI window (``WindowCenter`` / ``WindowWidth``) maps them to
+   0..255 by DICOM's linear window function (PS3.3 C.11.2.1.2); without a
+   window, a VOI LUT Sequence is applied and its output range scaled to
+   0..255; without either, the image's own min..max is;
+3. ``MONOCHROME1`` images (white = low values) are inverted, so bone is
+   bright as in ``MONOCHROME2`` and in JPEG X-rays;
+4. values are rounded to 8 bits.
+
+Only single-frame grayscale images are read. A compressed file whose codec
+is not installed is refused naming its transfer syntax and the package to
+install.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from .errors import ImageDecodeError
+
+DICOM_EXTENSIONS = (".dcm",)
+CODEC_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or gdcm)"
+
+
+def is_dicom(data: bytes) -> bool:
+    """Whether ``data`` starts like a DICOM Part 10 file ("DICM" after the 128-byte preamble)."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def dicom_to_gray8(data: bytes) -> np.ndarray:
+    """The 8-bit (H, W) grayscale image of a DICOM file's bytes, by the rule above."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
+        raise ImageDecodeError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    if "PixelData" not in ds:
+        raise ImageDecodeError("DICOM file without pixel data (a report or a structure, not an image)")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        raise ImageDecodeError(f"DICOM {photometric} with {ds.get('NumberOfFrames', 1)} frame(s): only "
+                               "single-frame grayscale (MONOCHROME1/2) X-rays are read")
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # pydicom raises several types when a codec is missing or data is bad
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        name = getattr(syntax, "name", str(syntax))
+        if getattr(syntax, "is_compressed", False):
+            raise ImageDecodeError(f"compressed DICOM ({name}) and no codec for it is installed, or the "
+                                   f"data is damaged: {CODEC_HINT}") from None
+        raise ImageDecodeError(f"DICOM pixel data cannot be read ({type(exc).__name__}: {exc})") from None
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    gray = _voi_to_unit(values, ds)
+    if photometric == "MONOCHROME1":
+        gray = 1.0 - gray
+    return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+
+
+def dicom_info(data: bytes) -> tuple[int, int, str]:
+    """Width, height and a mode label (e.g. ``DICOM MONOCHROME1 12-bit``) from the header only."""
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    return (int(ds.get("Columns", 0)), int(ds.get("Rows", 0)),
+            f"DICOM {ds.get('PhotometricInterpretation', '?')} {ds.get('BitsStored', '?')}-bit")
+
+
+def _voi_to_unit(values: np.ndarray, ds) -> np.ndarray:
+    """Values of interest as [0, 1]: the first window, else the VOI LUT, else min..max."""
+    from pydicom.pixels import apply_voi_lut
+
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is not None and width is not None:
+        c = float(center[0] if _multi(center) else center)
+        w = float(width[0] if _multi(width) else width)
+        if w >= 1:
+            # DICOM PS3.3 C.11.2.1.2.1, linear: to [0, 1] instead of [y_min, y_max]
+            return np.clip((values - (c - 0.5)) / (w - 1) + 0.5, 0.0, 1.0)
+    if "VOILUTSequence" in ds:
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        lut = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), np.float64)
+        return np.clip(lut / (2**bits - 1), 0.0, 1.0)
+    low, high = float(values.min()), float(values.max())
+    return np.zeros_like(values) if high <= low else (values - low) / (high - low)
+
+
+def _multi(value) -> bool:
+    return hasattr(value, "__len__") and not isinstance(value, str | bytes)

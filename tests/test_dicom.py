@@ -1,0 +1,100 @@
+"""DICOM input (pneumokit/dicom.py): files built with pydicom from the bundled real X-rays must
+decode to the very pixels of the JPEG they came from, and so score the same."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import tiny_onnx
+from helpers_dicom import write_dicom
+
+from pneumokit.cli import main
+from pneumokit.config import DEMO_DATA_DIR
+from pneumokit.errors import ImageDecodeError
+from pneumokit.preprocessing import decode
+from pneumokit.runtime import Predictor
+
+XRAYS = sorted((DEMO_DATA_DIR / "train" / "PNEUMONIA").glob("*.jpeg"))[:2] + \
+    sorted((DEMO_DATA_DIR / "train" / "NORMAL").glob("*.jpeg"))[:2]
+VARIANTS = {"16-bit MONOCHROME2": {}, "16-bit MONOCHROME1": {"monochrome1": True}, "8-bit": {"bits": 8},
+            "rescale slope/intercept": {"slope": 2.57, "intercept": -100.0}}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_dicom_decodes_to_the_pixels_of_its_source(tmp_path, variant):
+    for jpeg in XRAYS:
+        gray = decode(str(jpeg), None)
+        dcm = write_dicom(tmp_path / f"{jpeg.stem}.dcm", gray, **VARIANTS[variant])
+        assert np.array_equal(decode(str(dcm), None), gray)
+        assert np.array_equal(decode(str(dcm), 64), decode(str(jpeg), 64))
+
+
+def test_dicom_scores_as_the_jpeg_it_came_from(tmp_path):
+    predictor = Predictor(tiny_onnx(tmp_path / "m.onnx", size=64))
+    jpegs, dicoms = [], []
+    for i, jpeg in enumerate(XRAYS):
+        dicoms.append(write_dicom(tmp_path / f"{i}.dcm", decode(str(jpeg), None),
+                                  monochrome1=bool(i % 2)))
+        jpegs.append(jpeg)
+    a = [r["probability"] for r in predictor.predict_files(jpegs)]
+    b = [r["probability"] for r in predictor.predict_files(dicoms)]
+    np.testing.assert_allclose(a, b, atol=1e-7)  # identical pixels: identical scores
+
+
+def test_without_a_window_the_image_range_is_used(tmp_path):
+    gray = decode(str(XRAYS[0]), None)
+    dcm = write_dicom(tmp_path / "x.dcm", gray, window=False)
+    expected = np.rint((gray - gray.min()) / (gray.max() - gray.min()) * 255).astype(np.uint8)
+    assert np.abs(decode(str(dcm), None).astype(int) - expected).max() <= 1
+
+
+def test_compressed_dicom_without_codec_and_misnamed_dicom_are_named(tmp_path):
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    path = write_dicom(tmp_path / "c.dcm", decode(str(XRAYS[0]), 32))
+    ds = dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51 not a codestream"])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ImageDecodeError, match="compressed DICOM .*JPEG 2000.*pip install pylibjpeg"):
+        decode(str(path), 32)
+    misnamed = tmp_path / "x.jpeg"
+    shutil.copy(write_dicom(tmp_path / "y.dcm", decode(str(XRAYS[0]), 32)), misnamed)
+    with pytest.raises(ImageDecodeError, match="content is DICOM: name the file .dcm"):
+        decode(str(misnamed), 32)
+
+
+def test_data_check_and_predict_read_dicom(tmp_path):
+    for split_class, jpeg in (("NORMAL", XRAYS[2]), ("PNEUMONIA", XRAYS[0])):
+        folder = tmp_path / "data" / "train" / split_class
+        folder.mkdir(parents=True)
+        write_dicom(folder / f"{jpeg.stem}.dcm", decode(str(jpeg), None), monochrome1=True)
+    check = CliRunner().invoke(main, ["data", "check", str(tmp_path / "data"), "--json"])
+    report = json.loads(check.stdout)
+    assert check.exit_code == 0 and report["images"] == 2
+    assert report["modes"] == {"DICOM MONOCHROME1 16-bit": 2}
+    model = tiny_onnx(tmp_path / "m.onnx", size=64)
+    result = CliRunner().invoke(main, ["predict", str(model), str(tmp_path / "data"), "--json"])
+    rows = json.loads(result.stdout)["predictions"]
+    assert result.exit_code == 0 and [Path(r["path"]).suffix for r in rows] == [".dcm", ".dcm"]
+
+
+def test_train_on_a_dicom_dataset(tmp_path):
+    from helpers import make_dataset
+    from PIL import Image
+
+    data = make_dataset(tmp_path / "jpeg", per_class=10, size=40)
+    for jpeg in list(data.rglob("*.jpeg")):
+        write_dicom(jpeg.with_suffix(".dcm"), np.asarray(Image.open(jpeg).convert("L")))
+        jpeg.unlink()
+    result = CliRunner().invoke(main, ["train", "--data", str(data), "--epochs", "1", "--image-size", "32",
+                                       "--batch-size", "8", "--augment", "crop", "--val-fraction", "0.25",
+                                       "--registry", str(tmp_path / "reg"), "--quiet", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ref"] == "cnn_optimized:1"
