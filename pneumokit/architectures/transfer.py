@@ -1,4 +1,4 @@
-"""Shared builder for keras.applications backbones with a pneumonia head."""
+"""The keras.applications backbones with a pneumonia head: one builder, one table, one entry point."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..catalog import Architecture
 from ..errors import WeightsUnavailableError  # noqa: F401  (re-exported)
+from ..hookspecs import hookimpl
 from .heads import sigmoid_output
 
 
@@ -110,3 +111,21 @@ def transfer_architecture(*, name: str, application: str, preprocessing: str, de
         description=description,
         options=dict(TRANSFER_OPTIONS),
     )
+
+
+# The keras.applications backbones pneumokit offers, in one table (as the augmentations are):
+# name, keras.applications class, preprocessing preset, description. The original project's
+# create_optimized_transfer_learning_model('EfficientNetB0' | 'MobileNetV2' | 'VGG16').
+BACKBONES = (
+    ("efficientnet_b0", "EfficientNetB0", "raw",
+     "EfficientNetB0 backbone (rescales inside), ImageNet weights"),
+    ("mobilenet_v2", "MobileNetV2", "tf", "MobileNetV2 backbone, ImageNet weights, inputs in [-1, 1]"),
+    ("vgg16", "VGG16", "caffe", "VGG16 backbone, ImageNet weights, caffe mean subtraction"),
+)
+
+
+@hookimpl
+def register_architectures(register):
+    for name, application, preprocessing, description in BACKBONES:
+        register(transfer_architecture(name=name, application=application, preprocessing=preprocessing,
+                                       description=description))
