@@ -16,22 +16,11 @@ CUDA float32 images/s ÷ CPU images/s (null without CUDA).
 
 import argparse
 import json
-import time
 
 import numpy as np
+from timing import median_seconds  # bench/timing.py
 
 from pneumokit.runtime import Predictor, expand_inputs
-
-
-def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def measure(predictor: Predictor, x: np.ndarray, repeats: int) -> dict:

@@ -9,11 +9,11 @@ import argparse
 import json
 import os
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from timing import median_seconds  # noqa: E402  (bench/timing.py)
 
 from pneumokit import get_catalog  # noqa: E402
 from pneumokit.config import TrainConfig  # noqa: E402
@@ -21,17 +21,6 @@ from pneumokit.export import export  # noqa: E402
 from pneumokit.preprocessing import Preprocessing  # noqa: E402
 from pneumokit.registry import Registry  # noqa: E402
 from pneumokit.runtime import Predictor  # noqa: E402
-
-
-def median_seconds(fn, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def bench_architecture(name, registry, repeats):

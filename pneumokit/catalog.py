@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CatalogError, ConfigError, PluginError, PneumokitError
+from .errors import CatalogError, ConfigError, PluginError, PneumokitError, one_line
 
 BUILTIN_PLUGIN = "pneumokit"  # the distribution whose entry points are the built-ins
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -126,7 +126,7 @@ class Architecture:
                 if isinstance(exc, PneumokitError) or not options:
                     raise
                 raise ConfigError(f"architecture {self.name!r} cannot be built with options {dict(options)}: "
-                                  f"{' '.join(str(exc).split())}") from exc
+                                  f"{one_line(exc)}") from exc
         try:
             return self.build(input_shape, **options)
         except (PneumokitError, KeyboardInterrupt, MemoryError):
@@ -134,7 +134,7 @@ class Architecture:
         except BaseException as exc:  # a plugin's SystemExit must not stop pneumokit either
             where = f"plugin {self.plugin} {self.plugin_version}".rstrip() if self.plugin else "no plugin"
             raise PluginError(f"architecture {self.name!r} ({where}) failed to build with options "
-                              f"{dict(options)}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                              f"{dict(options)}: {type(exc).__name__}: {one_line(exc)}"
                               ) from exc
 
     def to_dict(self) -> dict[str, Any]:

@@ -77,11 +77,13 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _is_int(value, low: int, high: float = math.inf) -> bool:
+def is_int(value, low: int, high: float = math.inf) -> bool:
+    """An integer (NumPy's too, not a bool) within [low, high]."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and low <= value <= high
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
+    """A finite real number (NumPy's too, not a bool)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -123,20 +125,20 @@ class TrainConfig:
                f"lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
         _check(self.threshold_rule in THRESHOLD_RULES,
                f"threshold_rule {self.threshold_rule!r}: choose one of {', '.join(THRESHOLD_RULES)}")
-        _check(self.target_sensitivity is None or (_is_number(self.target_sensitivity)
+        _check(self.target_sensitivity is None or (is_number(self.target_sensitivity)
                                                    and 0.0 < self.target_sensitivity <= 1.0),
                f"target_sensitivity must be in (0, 1], got {self.target_sensitivity!r}")
-        _check(_is_number(self.learning_rate) and 0 < self.learning_rate <= 1,
+        _check(is_number(self.learning_rate) and 0 < self.learning_rate <= 1,
                f"learning_rate must be a number in (0, 1], got {self.learning_rate!r}")
         limits = (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, 2**20), ("patience", 0, MAX_EPOCHS))
         for key, low, high in limits:
-            _check(_is_int(getattr(self, key), low, high), f"{key} must be an integer in {low}..{high}, "
+            _check(is_int(getattr(self, key), low, high), f"{key} must be an integer in {low}..{high}, "
                                                           f"got {getattr(self, key)!r}")
-        _check(self.image_size is None or _is_int(self.image_size, 8, MAX_IMAGE_SIZE),
+        _check(self.image_size is None or is_int(self.image_size, 8, MAX_IMAGE_SIZE),
                f"image_size must be an integer in 8..{MAX_IMAGE_SIZE} (or None), got {self.image_size!r}")
-        _check(_is_number(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
+        _check(is_number(self.val_fraction) and 0.0 < self.val_fraction < 0.5,
                f"val_fraction must be in (0, 0.5), got {self.val_fraction!r}")
-        _check(_is_int(self.seed, 0, MAX_SEED),
+        _check(is_int(self.seed, 0, MAX_SEED),
                f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
         _check(isinstance(self.options, dict), f"options must be a dict, got {self.options!r}")
 
@@ -159,7 +161,7 @@ class CVConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check(_is_int(self.folds, 2, 1000), f"folds must be an integer in 2..1000, got {self.folds!r}")
+        _check(is_int(self.folds, 2, 1000), f"folds must be an integer in 2..1000, got {self.folds!r}")
         _check(self.grouping in GROUPINGS,
                f"grouping {self.grouping!r}: choose one of {', '.join(GROUPINGS)}")
         _check(self.precision in PRECISIONS,

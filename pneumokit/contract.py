@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import math
 
+from .config import MAX_IMAGE_SIZE, is_int, is_number
 from .errors import ModelFileError
 from .preprocessing import Preprocessing
 
-MAX_SIZE = 4096  # pixels per side, as for an architecture's image_size
 _FIX = "the file is damaged or was edited: export it again with `pneumokit export`"
 
 
@@ -56,14 +56,6 @@ def _bad(path, key: str, what: str) -> ModelFileError:
     return ModelFileError(f"{path}: metadata {key} {what}; {_FIX}")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _preprocessing(d, path) -> Preprocessing:
     """The preprocessing rule, each field checked for type and range (no silent casts)."""
     key = "pneumokit.preprocessing"
@@ -73,14 +65,14 @@ def _preprocessing(d, path) -> Preprocessing:
     if missing:
         raise _bad(path, key, f"lacks {', '.join(missing)}")
     sizes = {k: d[k] for k in ("height", "width")}
-    if not all(_is_int(v) and 1 <= v <= MAX_SIZE for v in sizes.values()) or d["height"] != d["width"]:
+    if not all(is_int(v, 1, MAX_IMAGE_SIZE) for v in sizes.values()) or d["height"] != d["width"]:
         raise _bad(path, key, f"has height {d['height']!r}, width {d['width']!r} (one integer size, "
-                              f"1..{MAX_SIZE}, for a square input)")
-    if d["channels"] not in (1, 3) or not _is_int(d["channels"]):
+                              f"1..{MAX_IMAGE_SIZE}, for a square input)")
+    if not (is_int(d["channels"], 1, 3) and d["channels"] != 2):
         raise _bad(path, key, f"has channels {d['channels']!r} (1 or 3)")
     lists = (d["mean"], d["std"])
-    if not (_is_number(d["scale"]) and d["scale"] > 0 and all(isinstance(v, list) for v in lists)
-            and all(_is_number(x) for v in lists for x in v)):
+    if not (is_number(d["scale"]) and d["scale"] > 0 and all(isinstance(v, list) for v in lists)
+            and all(is_number(x) for v in lists for x in v)):
         raise _bad(path, key, f"has scale {d['scale']!r}, mean {d['mean']!r}, std {d['std']!r} (a positive "
                               "number and lists of finite numbers)")
     if any(x == 0 for x in d["std"]) or not len(d["mean"]) == len(d["std"]) == d["channels"]:

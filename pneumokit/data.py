@@ -22,7 +22,7 @@ from PIL import Image
 from .config import CLASS_NAMES, CV_SPLITS, DEMO_DATA_DIR, IMAGE_EXTENSIONS, SPLITS
 from .dicom import dicom_info, is_dicom
 from .errors import DatasetError
-from .files import not_regular, printable
+from .files import printable, unreadable
 from .preprocessing import ImageDecodeError, decode
 
 # Validation decodes at this size: JPEG draft mode makes it cheap, and a
@@ -147,9 +147,9 @@ def _entry_problem(path: Path) -> str | None:
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         kind = "folder" if path.is_dir() else f"file type {path.suffix or '(none)'!r}"
         return f"unsupported {kind}: expected {', '.join(IMAGE_EXTENSIONS)} images"
-    why = not_regular(path)
+    why = unreadable(path, "an image file")
     if why is not None:
-        return f"is {why}, not an image file" if why.startswith("a ") else why
+        return why
     if printable(path) != str(path):
         return ("file name is not valid UTF-8 (shown with \\x escapes): rename it; CSV and JSON "
                 "results, and other tools, need UTF-8 names")

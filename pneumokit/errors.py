@@ -12,6 +12,11 @@ catch ``ValueError`` keep working.
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (its whitespace collapsed), for one-line reports."""
+    return " ".join(str(exc).split())
+
+
 class PneumokitError(Exception):
     """A problem the user can fix; the message says what and how."""
 

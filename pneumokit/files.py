@@ -159,12 +159,20 @@ def not_regular(path: str | os.PathLike) -> str | None:
     return next((kind for test, kind in _KINDS.items() if test(mode)), "not a regular file")
 
 
-def regular_file(path: str | os.PathLike) -> str | os.PathLike:
-    """``path`` if it is a regular file, else ``FileNotFoundError``/``OSError`` saying what it is."""
+def unreadable(path: str | os.PathLike, expected: str = "") -> str | None:
+    """Why ``path`` cannot be read, as a phrase ("is a FIFO (named pipe), not an image file",
+    "missing (no such file)"), or None when it is a regular file."""
     why = not_regular(path)
+    if why is None or not why.startswith("a "):
+        return why
+    return f"is {why}, not {expected}" if expected else f"is {why}"
+
+
+def regular_file(path: str | os.PathLike) -> str | os.PathLike:
+    """``path`` if it is a regular file, else ``OSError`` saying what it is."""
+    why = unreadable(path, "a regular file")
     if why is not None:
-        raise OSError(f"{path}: is {why}, not a regular file" if why.startswith("a ")
-                      else f"{path}: {why}")
+        raise OSError(f"{path}: {why}")
     return path
 
 

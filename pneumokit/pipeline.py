@@ -14,7 +14,7 @@ import numpy as np
 
 from .catalog import BUILTIN_PLUGIN, Catalog
 from .decoding import decode_all
-from .errors import ConfigError, PluginError, PneumokitError
+from .errors import ConfigError, PluginError, PneumokitError, one_line
 from .fused import FusedAugmentation, layer_seeds
 from .preprocessing import Preprocessing
 
@@ -76,7 +76,7 @@ def build_augmentations(spec, catalog: Catalog, seed: int | None = None) -> list
             if aug.plugin in ("", BUILTIN_PLUGIN):
                 raise  # pneumokit's own: a bug, with its traceback
             raise PluginError(f"augmentation {name!r} (plugin {aug.plugin or '?'}) failed to build "
-                              f"with {params}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+                              f"with {params}: {type(exc).__name__}: {one_line(exc)}"
                               ) from exc
     return layers
 

@@ -19,6 +19,7 @@ import pluggy
 
 from . import hookspecs
 from .catalog import BUILTIN_PLUGIN, Architecture, Augmentation, Catalog, CatalogError
+from .errors import one_line
 
 ENTRY_POINT_GROUP = "pneumokit"
 BUILTIN = BUILTIN_PLUGIN
@@ -126,7 +127,7 @@ def load_plugins(load: Iterable[str] | str | None = None) -> LoadedPlugins:
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # isolation: any failure, even sys.exit(), is reported
-            info.errors.append(f"failed to load {ep.value!r}: {type(exc).__name__}: {_one_line(exc)}")
+            info.errors.append(f"failed to load {ep.value!r}: {type(exc).__name__}: {one_line(exc)}")
             continue
         owner[plugin_name] = info
         for attr in dir(module):
@@ -155,10 +156,6 @@ def load_plugins(load: Iterable[str] | str | None = None) -> LoadedPlugins:
     return LoadedPlugins(catalog=catalog, plugins=list(infos.values()))
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
 def _call_hook(impl, info: PluginInfo, record_type, records: dict, attr: str, infos) -> None:
     pending: list = []
 
@@ -175,7 +172,7 @@ def _call_hook(impl, info: PluginInfo, record_type, records: dict, attr: str, in
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # even sys.exit() in a hook is reported, not obeyed
-        info.errors.append(f"{impl.function.__name__} failed: {type(exc).__name__}: {_one_line(exc)}")
+        info.errors.append(f"{impl.function.__name__} failed: {type(exc).__name__}: {one_line(exc)}")
         return
     for record in pending:
         existing = records.get(record.name)

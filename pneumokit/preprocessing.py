@@ -33,7 +33,7 @@ from .catalog import PREPROCESSING_PRESETS
 from .config import IMAGE_FORMATS, JPEG_DRAFT, RESIZE_METHOD
 from .dicom import DICOM_EXTENSIONS, dicom_to_gray8, is_dicom
 from .errors import ConfigError, ImageDecodeError
-from .files import not_regular
+from .files import unreadable
 
 # An image over Pillow's pixel limit is refused with a clear message instead of a
 # printed warning and a slow decode: threads share the filter, so it is set once here.
@@ -70,9 +70,9 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     elif isinstance(source, str | os.PathLike):
-        why = not_regular(source)
+        why = unreadable(source, "an image file")
         if why is not None:
-            raise ImageDecodeError(f"is {why}, not an image file" if why.startswith("a ") else why)
+            raise ImageDecodeError(why)
         if os.path.getsize(source) == 0:
             raise ImageDecodeError("empty file (0 bytes)")
         if str(source).lower().endswith(DICOM_EXTENSIONS):

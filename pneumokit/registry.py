@@ -32,7 +32,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .errors import IntegrityError, ModelFileError, RegistryError
+from .errors import IntegrityError, ModelFileError, RegistryError, one_line
 from .files import atomic_write, copy_atomic, fsync_dir, write_bytes_atomic, write_json_atomic
 
 REGISTRY_ENV = "PNEUMOKIT_REGISTRY"
@@ -216,17 +216,22 @@ class Registry:
             with tempfile.TemporaryFile(dir=target):
                 pass
 
+    def _new_tmp(self, name: str, tag: str = "") -> Path:
+        """A new hidden ``.tmp-HOST-PID-…`` folder in ``name``'s folder (stale ones removed first)."""
+        folder = self._model_dir(name)
+        with _writing(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            self._clean_stale_tmp(folder)
+            tmp = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{tag}"
+            tmp.mkdir()
+        return tmp
+
     @contextlib.contextmanager
     def staging(self, name: str) -> Iterator[Path]:
         """A hidden scratch folder in ``name``'s registry folder for files on their way into a
         version (plots, history): removed on exit, and by the next save if this process was
         killed, so nothing is left outside the registry."""
-        folder = self._model_dir(name)
-        with _writing(folder):
-            folder.mkdir(parents=True, exist_ok=True)
-            self._clean_stale_tmp(folder)
-            tmp = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}-staging"
-            tmp.mkdir()
+        tmp = self._new_tmp(name, "-staging")
         try:
             yield tmp
         finally:
@@ -240,13 +245,9 @@ class Registry:
         or bytes), e.g. ``{"cv.csv": path, "plots/roc.png": path}``. The
         metadata gains ``name``, ``version``, ``created_at`` and the sha256 of every artifact.
         """
-        folder = self._model_dir(name)
         check_artifact_names(artifacts or {})
-        with _writing(folder):
-            folder.mkdir(parents=True, exist_ok=True)
-            self._clean_stale_tmp(folder)
-            tmp = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
+        folder = self._model_dir(name)
+        tmp = self._new_tmp(name)
         try:
             with _writing(tmp):
                 model.save(tmp / MODEL_FILE)
@@ -439,7 +440,7 @@ class Registry:
             return keras.saving.load_model(path, compile=compile)
         except Exception as exc:  # Keras raises many types for a file it cannot read
             raise ModelFileError(f"{path}: Keras cannot load it ({type(exc).__name__}: "
-                                 f"{' '.join(str(exc).split())[:200]}), although its sha256 matches the "
+                                 f"{one_line(exc)[:200]}), although its sha256 matches the "
                                  "metadata: it was saved by an incompatible Keras, needs a plugin that is "
                                  "not installed, or was replaced along with its record") from None
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from .config import IMAGE_EXTENSIONS, INFERENCE_BATCH_SIZE
 from .contract import read_contract
-from .errors import ConfigError, DeviceError, ImageDecodeError, ModelFileError, RegistryError
-from .files import not_regular, printable
+from .errors import ConfigError, DeviceError, ImageDecodeError, ModelFileError, RegistryError, one_line
+from .files import printable, unreadable
 
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -113,7 +113,7 @@ class Predictor:
             self.session = ort.InferenceSession(str(path), options, providers=chosen,
                                                 provider_options=provider_options(chosen, tf32))
         except Exception as exc:  # onnxruntime raises its own types for unreadable models
-            raise ModelFileError(f"{path}: onnxruntime cannot load it ({_one_line(exc)[:300]}); "
+            raise ModelFileError(f"{path}: onnxruntime cannot load it ({one_line(exc)[:300]}); "
                                  "export it again with `pneumokit export`") from None
         self.path = path
         self.providers_in_use = self.session.get_providers()
@@ -129,9 +129,9 @@ class Predictor:
     def _locate(source, registry) -> Path:
         path = Path(source)
         if path.suffix.lower() == ".onnx" or os.sep in str(source):
-            why = not_regular(path)
+            why = unreadable(path)
             if why is not None:
-                raise ModelFileError(f"{path}: is {why}" if why.startswith("a ") else f"{path}: {why}")
+                raise ModelFileError(f"{path}: {why}")
             return verify_if_registered(path)
         from .export import ONNX_FILE
         from .registry import Registry
@@ -183,10 +183,6 @@ NOT_FINITE = ("the model's output is not a probability in [0, 1] (NaN or out of 
 
 def _error_row(path, error: str) -> dict:
     return {"path": printable(path), "probability": None, "label": None, "error": error}
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def verify_if_registered(path: Path) -> Path:
