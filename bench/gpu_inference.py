@@ -20,6 +20,7 @@ import json
 import numpy as np
 from timing import median_seconds  # bench/timing.py
 
+from pneumokit.errors import PneumokitError
 from pneumokit.runtime import Predictor, expand_inputs
 
 
@@ -45,11 +46,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=100)
     args = parser.parse_args()
 
-    cpu = Predictor(args.model, providers="cpu")
-    paths = expand_inputs([args.images])[: args.limit]
-    if not paths:
-        raise SystemExit(f"no images in {args.images}")
-    x = cpu.preprocessing.prepare(paths)
+    try:
+        cpu = Predictor(args.model, providers="cpu")
+        paths = [p for p in expand_inputs([args.images]) if p.is_file()][: args.limit]
+        if not paths:
+            raise SystemExit(f"error: no images in {args.images}")
+        x = cpu.preprocessing.prepare(paths)
+    except PneumokitError as exc:
+        raise SystemExit(f"error: {exc}") from None
     out = {"model": str(cpu.path), "images": len(paths), "onnxruntime": ort.__version__,
            "cuda": "CUDAExecutionProvider" in ort.get_available_providers(),
            "cpu": measure(cpu, x, args.repeats), "throughput_ratio": None}

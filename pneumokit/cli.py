@@ -556,7 +556,8 @@ def registry_verify(ref, registry_root, as_json):
             for problem in r["problems"]:
                 click.echo(f"  {problem}")
         if not reports:
-            click.echo(f"no versions in {Registry(registry_root).root}")
+            root = Registry(registry_root).root
+            click.echo(f"no versions in {root}" + ("" if root.is_dir() else " (no such folder)"))
     if any(r["problems"] for r in reports):
         sys.exit(1)
 

@@ -1,8 +1,8 @@
 """Folds as independent jobs over one run folder (issue 13): plan, concurrent fold jobs, merge."""
 
 import os
-import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -28,9 +28,9 @@ def test_concurrent_fold_jobs_and_a_merge_equal_one_sequential_run(data, tmp_pat
     assert sorted(p.name for p in out.iterdir()) == [".folds.lock", "folds", "folds.csv", "run.json"]
     with pytest.raises(ResumeError, match=r"fold\(s\) 1, 2 of 2 are not done"):
         run_cv(None, None, resume=out, final=False, echo=lambda s: None)
-    cli = shutil.which("pneumokit") or pytest.skip("pneumokit script not on PATH")
     env = {**os.environ, "PNEUMOKIT_LOAD_PLUGINS": ""}
-    jobs = [subprocess.Popen([cli, "cv", "--resume", str(out), "--only-fold", "env", "--quiet"],
+    cli = [sys.executable, "-m", "pneumokit.cli"]
+    jobs = [subprocess.Popen([*cli, "cv", "--resume", str(out), "--only-fold", "env", "--quiet"],
                              env={**env, "SLURM_ARRAY_TASK_ID": str(k)}, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for k in (1, 2)]
     for job in jobs:
