@@ -566,18 +566,21 @@ def registry_verify(ref, registry_root, as_json):
 @click.argument("ref")
 @click.option("--opset", type=click.IntRange(13), default=C.DEFAULT_OPSET, show_default=True,
               help="ONNX opset.")
+@click.option("--heatmap", is_flag=True,
+              help="Add a second output, 'heatmap': the class activation map (docs/explain.md).")
 @registry_option
 @json_option
-def export_command(ref, opset, registry_root, as_json):
+def export_command(ref, opset, heatmap, registry_root, as_json):
     """Export a registered model to ONNX (parity-checked) in its version folder."""
     from .export import export
     from .registry import Registry
 
-    result = export(ref, Registry(registry_root), opset=opset)
+    result = export(ref, Registry(registry_root), opset=opset, heatmap=heatmap)
     if as_json:
         _echo_json(result.to_dict())
     else:
-        click.echo(f"exported {result.ref} to {result.path} (opset {result.opset}); parity on "
+        extra = f", heatmap {result.heatmap[0]}x{result.heatmap[1]}" if result.heatmap else ""
+        click.echo(f"exported {result.ref} to {result.path} (opset {result.opset}{extra}); parity on "
                    f"{result.parity_images} demo images: max |keras - onnx| = {result.max_abs_diff:.2e}")
 
 
@@ -593,25 +596,41 @@ def export_command(ref, opset, registry_root, as_json):
 @click.option("--tf32", is_flag=True,
               help="Let CUDA use TF32 math: faster on some models, probabilities move by up to ~2e-3 "
                    "(default: full float32).")
+@click.option("--heatmap", "heatmap_dir", type=click.Path(file_okay=False),
+              help="Also write a heatmap overlay PNG per image into this folder (needs a model "
+                   "exported with --heatmap).")
 @registry_option
 @json_option
-def predict_command(model, inputs, output, threshold, batch_size, providers, tf32, registry_root, as_json):
+def predict_command(model, inputs, output, threshold, batch_size, providers, tf32, heatmap_dir, registry_root,
+                    as_json):
     """Score images with an exported model (MODEL: a .onnx file or a registry ref).
 
     INPUTS are image files or folders (searched recursively). Exit status 1
     if any file could not be read.
     """
-    from .files import check_output_file
+    from .files import check_output_file, check_output_folder
     from .registry import Registry
     from .runtime import Predictor, expand_inputs
 
+    root = Registry(registry_root).root
     if output is not None:  # checked before any scoring
-        check_output_file(output, inputs=[*inputs, model], registry_root=Registry(registry_root).root)
+        check_output_file(output, inputs=[*inputs, model], registry_root=root)
+    if heatmap_dir is not None:
+        check_output_folder(heatmap_dir, "--heatmap", create=True, registry_root=root)
     predictor = Predictor(model, providers=providers, registry=Registry(registry_root), tf32=tf32)
+    if heatmap_dir is not None and predictor.heatmap_output is None:
+        raise click.ClickException(f"--heatmap: {predictor.path} has no heatmap output; export the model "
+                                   "with `pneumokit export REF --heatmap`, or use `pneumokit explain`")
     paths = expand_inputs(inputs)
     if not paths:
         raise click.ClickException(f"no images found in {', '.join(inputs)}")
-    rows = predictor.predict_files(paths, batch_size=batch_size, threshold=threshold)
+    rows = predictor.predict_files(paths, batch_size=batch_size, threshold=threshold,
+                                   heatmap=heatmap_dir is not None)
+    if heatmap_dir is not None:
+        from .explain import write_overlays
+
+        used = predictor.threshold if threshold is None else threshold
+        write_overlays(heatmap_dir, paths, rows, used, "cam")
     if output is not None:
         import pandas as pd
 
@@ -632,6 +651,44 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
         shown = [{**r, "probability": "" if r["probability"] is None else f"{r['probability']:.4f}",
                   "label": r["label"] or f"ERROR: {r['error']}"} for r in rows]
         click.echo(_table(shown, ["path", "probability", "label"]))
+    failed = [r for r in rows if r["error"]]
+    if failed:
+        click.echo(f"{len(failed)} of {len(rows)} file(s) could not be read", err=True)
+        sys.exit(1)
+
+
+@main.command("explain")
+@click.argument("model")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Folder for the overlay PNGs (default runs/explain/NAME-vVERSION).")
+@click.option("--method", type=click.Choice(C.EXPLAIN_METHODS), default="auto", show_default=True,
+              help="auto: the ONNX file's heatmap output if it has one, else CAM from the Keras model, "
+                   "else Grad-CAM.")
+@registry_option
+@json_option
+def explain_command(model, inputs, output, method, registry_root, as_json):
+    """Draw where the model looked: a heatmap overlay PNG per image, with its probability.
+
+    MODEL is a registry ref (or a .onnx file exported with --heatmap); INPUTS are
+    image files or folders. See docs/explain.md for what the heatmap means.
+    """
+    from .explain import explain
+    from .registry import Registry
+    from .runtime import expand_inputs
+
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise click.ClickException(f"no images found in {', '.join(inputs)}")
+    report = explain(model, paths, output=output, registry=Registry(registry_root), method=method)
+    rows = report["explanations"]
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(f"# {report['model']}: {report['method']} heatmaps by {report['engine']}", err=True)
+        shown = [{**r, "probability": "" if r["probability"] is None else f"{r['probability']:.4f}",
+                  "label": r["label"] or f"ERROR: {r['error']}", "overlay": r["file"] or ""} for r in rows]
+        click.echo(_table(shown, ["path", "probability", "label", "overlay"]))
     failed = [r for r in rows if r["error"]]
     if failed:
         click.echo(f"{len(failed)} of {len(rows)} file(s) could not be read", err=True)

@@ -49,6 +49,7 @@ DEFAULT_EPOCHS = 20
 DEFAULT_LEARNING_RATE = 1e-3  # the peak of the schedule
 # Learning-rate schedule: "cosine" warms up linearly for WARMUP_EPOCHS, then decays
 # to zero by the last epoch; "constant" keeps the rate (the original project's).
+EXPLAIN_METHODS = ("auto", "cam", "grad-cam")  # pneumokit explain --method (docs/explain.md)
 LR_SCHEDULES = ("cosine", "constant")
 DEFAULT_LR_SCHEDULE = "cosine"
 WARMUP_EPOCHS = 1

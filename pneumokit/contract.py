@@ -16,11 +16,13 @@ from .errors import ModelFileError
 from .preprocessing import Preprocessing
 
 _FIX = "the file is damaged or was edited: export it again with `pneumokit export`"
+HEATMAP_OUTPUT = "heatmap"  # the optional second output (``pneumokit.outputs``, docs/explain.md)
 
 
 def read_contract(session, path) -> dict:
     """The checked contract of an open onnxruntime session: class_names, threshold,
-    preprocessing, input_name and model."""
+    preprocessing, input_name, model, output_name and heatmap (the heatmap output's
+    name, or None when the file has none)."""
     props = session.get_modelmeta().custom_metadata_map
     classes = _value(props, "pneumokit.class_names", path)
     if not (isinstance(classes, list) and len(classes) == 2 and all(isinstance(c, str) and c for c in classes)
@@ -39,7 +41,26 @@ def read_contract(session, path) -> dict:
     _check_graph(session, name, pre, path)
     model = _value(props, "pneumokit.model", path) if "pneumokit.model" in props else {}
     return {"class_names": classes, "threshold": threshold, "preprocessing": pre, "input_name": name,
-            "model": model if isinstance(model, dict) else {}}
+            "model": model if isinstance(model, dict) else {},
+            "output_name": session.get_outputs()[0].name, "heatmap": _heatmap(session, props, path)}
+
+
+def _heatmap(session, props: dict, path) -> str | None:
+    """The heatmap output's name when ``pneumokit.outputs`` declares one: float, [batch, h, w]."""
+    if "pneumokit.outputs" not in props:
+        return None
+    declared = _value(props, "pneumokit.outputs", path)
+    names = [o.get("name") for o in declared if isinstance(o, dict)] if isinstance(declared, list) else None
+    if not names or HEATMAP_OUTPUT not in names:
+        raise _bad(path, "pneumokit.outputs", f"= {props['pneumokit.outputs'][:80]!r} must list the "
+                                              f"{HEATMAP_OUTPUT!r} output")
+    graph = {o.name: o for o in session.get_outputs()}
+    out = graph.get(HEATMAP_OUTPUT)
+    if out is None or out.type not in _FLOAT_TYPES or len(out.shape) != 3 or isinstance(out.shape[0], int):
+        found = f"{out.type} {list(out.shape)}" if out is not None else "missing"
+        raise ModelFileError(f"{path}: the graph's {HEATMAP_OUTPUT!r} output is {found}, but "
+                             f"pneumokit.outputs declares a float [batch, h, w] map; {_FIX}")
+    return HEATMAP_OUTPUT
 
 
 def _value(props: dict, key: str, path, parse=json.loads):

@@ -10,6 +10,7 @@ import numpy as np
 
 from . import __version__
 from .config import CLASS_NAMES, DEFAULT_OPSET, DEMO_DATA_DIR
+from .contract import HEATMAP_OUTPUT
 from .errors import ExportError
 from .preprocessing import Preprocessing
 from .registry import Registry
@@ -19,8 +20,9 @@ PARITY_IMAGES = 32
 INPUT_NAME = "image"
 OUTPUT_NAME = "probability"
 ONNX_FILE = "model.onnx"
-
-
+HEATMAP_MEANING = ("class activation map of PNEUMONIA: the dense weights applied to the last feature "
+                   "maps, max(., 0) scaled to a maximum of 1 per image (all 0: no region speaks for "
+                   "PNEUMONIA); at the feature maps' resolution, stretch it over the image")
 
 
 @dataclass
@@ -31,15 +33,18 @@ class ExportResult:
     max_abs_diff: float
     parity_images: int
     tolerance: float
+    heatmap: list[int] | None = None
 
     def to_dict(self) -> dict:
         return {"ref": self.ref, "path": str(self.path), "opset": self.opset,
                 "parity": {"max_abs_diff": self.max_abs_diff, "images": self.parity_images,
-                           "tolerance": self.tolerance}}
+                           "tolerance": self.tolerance},
+                "heatmap": {"height": self.heatmap[0], "width": self.heatmap[1]} if self.heatmap else None}
 
 
-def metadata_props(meta: dict) -> dict[str, str]:
-    """The ``pneumokit.*`` keys another runtime needs to use the file on its own."""
+def metadata_props(meta: dict, heatmap: list[int] | None = None) -> dict[str, str]:
+    """The ``pneumokit.*`` keys another runtime needs to use the file on its own; ``heatmap``
+    is the (h, w) of the ``heatmap`` output when the file has one."""
     pre = meta["preprocessing"]
     calibration = meta.get("calibration")
     extra = {}
@@ -49,14 +54,18 @@ def metadata_props(meta: dict) -> dict[str, str]:
             "applied": "inside the graph: the output is already calibrated"})
     if meta.get("ensemble"):
         extra["pneumokit.ensemble"] = json.dumps(meta["ensemble"])
+    probability = {"name": OUTPUT_NAME, "meaning": f"probability of {CLASS_NAMES[1]}", "shape": ["batch", 1]}
+    if heatmap:
+        extra["pneumokit.outputs"] = json.dumps([probability, {
+            "name": HEATMAP_OUTPUT, "meaning": HEATMAP_MEANING, "shape": ["batch", *heatmap],
+            "range": [0, 1], "method": "cam"}])
     return {
         "pneumokit.class_names": json.dumps(meta.get("class_names", list(CLASS_NAMES))),
         "pneumokit.threshold": str(float(meta["threshold"])),
         "pneumokit.input": json.dumps({"name": INPUT_NAME, "layout": "NHWC", "height": pre["height"],
                                        "width": pre["width"], "channels": pre["channels"],
                                        "dtype": "float32"}),
-        "pneumokit.output": json.dumps({"name": OUTPUT_NAME, "meaning":
-                                        f"probability of {CLASS_NAMES[1]}", "shape": ["batch", 1]}),
+        "pneumokit.output": json.dumps(probability),
         "pneumokit.preprocessing": json.dumps(pre),
         "pneumokit.model": json.dumps({"name": meta["name"], "version": meta["version"],
                                        "architecture": meta["architecture"]["name"]}),
@@ -101,18 +110,20 @@ def float32_copy(model):
 
 
 def to_onnx(model, height: int, width: int, channels: int, opset: int = DEFAULT_OPSET):
-    """An ONNX ModelProto: input ``image`` (N, H, W, C) float32, dynamic batch; output ``probability``."""
+    """An ONNX ModelProto: input ``image`` (N, H, W, C) float32, dynamic batch; output
+    ``probability``, and ``heatmap`` when the Keras model has a second output."""
     import tensorflow as tf
     import tf2onnx
 
     spec = [tf.TensorSpec((None, height, width, channels), tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-    old = proto.graph.output[0].name
-    if old != OUTPUT_NAME:
-        for node in proto.graph.node:
-            node.output[:] = [OUTPUT_NAME if o == old else o for o in node.output]
-        proto.graph.output[0].name = OUTPUT_NAME
-    for value in (proto.graph.input[0], proto.graph.output[0]):
+    for value, new in zip(proto.graph.output, (OUTPUT_NAME, HEATMAP_OUTPUT), strict=False):
+        old = value.name
+        if old != new:
+            for node in proto.graph.node:
+                node.output[:] = [new if o == old else o for o in node.output]
+            value.name = new
+    for value in (proto.graph.input[0], *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     return proto
 
@@ -126,12 +137,13 @@ def parity_images(n: int = PARITY_IMAGES) -> list[str]:
 
 
 def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_OPSET,
-           tolerance: float = PARITY_TOLERANCE) -> ExportResult:
+           tolerance: float = PARITY_TOLERANCE, heatmap: bool = False) -> ExportResult:
     """Export a registered model to ``model.onnx`` in its version folder.
 
     The Keras and onnxruntime probabilities of real demo images must agree
     within ``tolerance`` (max absolute difference), or nothing is written.
-    The result is recorded in the version's metadata under ``onnx``.
+    ``heatmap`` adds the ``heatmap`` output (``pneumokit.heatmap``; its parity
+    is checked too). The result is recorded in the version's metadata under ``onnx``.
     """
     import onnx
     import onnxruntime as ort
@@ -142,9 +154,12 @@ def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_O
     model = registry.load_model(mv.ref)
     if _is_mixed(model):
         model = float32_copy(model)
+    if heatmap:
+        model = _with_heatmap(model, mv)
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
     proto = to_onnx(model, pre.height, pre.width, pre.channels, opset)
-    for key, value in metadata_props(mv.metadata).items():
+    heat_shape = list(model.outputs[1].shape[1:]) if heatmap else None
+    for key, value in metadata_props(mv.metadata, heat_shape).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
@@ -152,15 +167,31 @@ def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_O
 
     images = parity_images()
     x = pre.prepare(images)
-    expected = model.predict(x, verbose=0).ravel()
+    expected = model.predict(x, verbose=0)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0].ravel()
-    diff = float(np.max(np.abs(expected - got)))
+    got = session.run([OUTPUT_NAME, HEATMAP_OUTPUT] if heatmap else [OUTPUT_NAME], {INPUT_NAME: x})
+    expected = expected if heatmap else [expected]
+    diff = max(float(np.max(np.abs(np.asarray(e).ravel() - g.ravel())))
+               for e, g in zip(expected, got, strict=True))
     if not diff <= tolerance:
         raise ExportError(f"ONNX parity check failed for {mv.ref}: max |keras - onnx| = {diff:.3g} "
                           f"on {len(images)} demo images exceeds {tolerance:g}; nothing was written")
     parity = {"max_abs_diff": diff, "images": len(images), "tolerance": tolerance,
               "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider"}
-    mv = registry.add_artifacts(mv.ref, {ONNX_FILE: data},
-                                metadata_update={"onnx": {"opset": opset, "parity": parity}})
-    return ExportResult(mv.ref, mv.path / ONNX_FILE, opset, diff, len(images), tolerance)
+    outputs = [OUTPUT_NAME, HEATMAP_OUTPUT] if heatmap else [OUTPUT_NAME]
+    mv = registry.add_artifacts(mv.ref, {ONNX_FILE: data}, metadata_update={
+        "onnx": {"opset": opset, "parity": parity, "outputs": outputs}})
+    return ExportResult(mv.ref, mv.path / ONNX_FILE, opset, diff, len(images), tolerance, heat_shape)
+
+
+def _with_heatmap(model, mv):
+    from .heatmap import with_heatmap
+
+    extended = with_heatmap(model)
+    if extended is None:
+        arch = mv.metadata.get("architecture", {}).get("name", "this model")
+        raise ExportError(f"{mv.ref}: --heatmap needs a head of global average pooling, then one dense "
+                          f"unit (as cnn_optimized and the transfer models have); {arch} has another "
+                          f"head. Export without --heatmap; `pneumokit explain {mv.ref}` draws "
+                          "Grad-CAM heatmaps for it")
+    return extended

@@ -123,6 +123,8 @@ class Predictor:
         self.threshold = contract["threshold"]
         self.class_names = contract["class_names"]
         self.input_name = contract["input_name"]
+        self.output_name = contract["output_name"]
+        self.heatmap_output = contract["heatmap"]  # None unless exported with --heatmap
         self.model_info = contract["model"]
 
     @staticmethod
@@ -144,45 +146,80 @@ class Predictor:
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (N,) for a preprocessed float32 (N, H, W, C) batch (NaN where the
         model's output is not a probability; ``predict_files`` reports those as errors)."""
-        out = np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float64).ravel()
-        if out.size != len(x):
-            raise ModelFileError(f"{self.path}: gave {out.size} outputs for {len(x)} images, not one "
+        return self._run(x, heatmap=False)[0]
+
+    def heatmap_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N,) and heatmaps (N, h, w) in [0, 1] (docs/explain.md); the file must
+        have been exported with ``--heatmap``."""
+        return self._run(x, heatmap=True)
+
+    def _run(self, x: np.ndarray, heatmap: bool):
+        if heatmap and self.heatmap_output is None:
+            raise ModelFileError(f"{self.path} has no heatmap output: export the model with "
+                                 "`pneumokit export REF --heatmap`")
+        names = [self.output_name] + ([self.heatmap_output] if heatmap else [])
+        outs = self.session.run(names, {self.input_name: x})
+        prob = np.asarray(outs[0], dtype=np.float64).ravel()
+        if prob.size != len(x):
+            raise ModelFileError(f"{self.path}: gave {prob.size} outputs for {len(x)} images, not one "
                                  "probability per image; export it again with `pneumokit export`")
-        return np.where(np.isfinite(out) & (out >= 0) & (out <= 1), out, np.nan)
+        prob = np.where(np.isfinite(prob) & (prob >= 0) & (prob <= 1), prob, np.nan)
+        if not heatmap:
+            return prob, None
+        heat = np.asarray(outs[1], dtype=np.float32)
+        bad = ~np.all(np.isfinite(heat) & (heat >= 0) & (heat <= 1), axis=(1, 2))
+        return np.where(bad, np.nan, prob), heat
 
     def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = INFERENCE_BATCH_SIZE,
-                      threshold: float | None = None) -> list[dict]:
-        """One row per file: path, probability, label; unreadable files, and files whose
-        output is not a finite probability, get ``error`` instead (never a label)."""
+                      threshold: float | None = None, heatmap: bool = False) -> list[dict]:
+        """One row per file: path, probability, label (and ``heatmap``, an (h, w) array, when
+        asked); unreadable files, and files whose output is not a finite probability, get
+        ``error`` instead (never a label)."""
+        rows = self.predict_sources([(printable(p), p) for p in paths], batch_size, threshold, heatmap)
+        for row in rows:
+            row["path"] = row.pop("name")
+        return rows
+
+    def predict_sources(self, sources: Sequence[tuple[str, object]], batch_size: int = INFERENCE_BATCH_SIZE,
+                        threshold: float | None = None, heatmap: bool = False) -> list[dict]:
+        """``predict_files`` for ``(name, source)`` pairs, a source being a path or the bytes of
+        an image file (JPEG, PNG or DICOM); rows carry ``name`` and keep the given order."""
         threshold = self.threshold if threshold is None else check_threshold(threshold, "predict")
         rows: list[dict] = []
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            images, ok = [], []
-            for p in chunk:
-                try:
-                    images.append(self.preprocessing.load(p))
-                    ok.append(p)
-                except (ImageDecodeError, OSError) as exc:
-                    rows.append(_error_row(p, str(exc)))
-            if images:
-                x = self.preprocessing.normalize(np.stack(images).astype(np.float32))
-                for p, prob in zip(ok, self.predict_batch(x), strict=True):
-                    if math.isnan(prob):
-                        rows.append(_error_row(p, NOT_FINITE))
-                    else:
-                        rows.append({"path": printable(p), "probability": float(prob),
-                                     "label": self.class_names[int(prob >= threshold)], "error": None})
-        order = {printable(p): i for i, p in enumerate(paths)}
-        return sorted(rows, key=lambda r: order[r["path"]])
+        for start in range(0, len(sources), batch_size):
+            rows += self._score_chunk(sources[start:start + batch_size], threshold, heatmap)
+        return rows
+
+    def _score_chunk(self, chunk, threshold: float, heatmap: bool) -> list[dict]:
+        rows: list[dict | None] = [None] * len(chunk)
+        images, ok = [], []
+        for i, (name, source) in enumerate(chunk):
+            try:
+                images.append(self.preprocessing.load(source))
+                ok.append(i)
+            except (ImageDecodeError, OSError) as exc:
+                rows[i] = _error_row(name, str(exc))
+        if images:
+            x = self.preprocessing.normalize(np.stack(images).astype(np.float32))
+            prob, heat = self._run(x, heatmap)
+            for j, i in enumerate(ok):
+                name = chunk[i][0]
+                if math.isnan(prob[j]):
+                    rows[i] = _error_row(name, NOT_FINITE)
+                    continue
+                rows[i] = {"name": name, "probability": float(prob[j]),
+                           "label": self.class_names[int(prob[j] >= threshold)], "error": None}
+                if heatmap:
+                    rows[i]["heatmap"] = heat[j]
+        return rows
 
 
 NOT_FINITE = ("the model's output is not a probability in [0, 1] (NaN or out of range): the ONNX "
               "file or its metadata is damaged; check it with `pneumokit registry verify`")
 
 
-def _error_row(path, error: str) -> dict:
-    return {"path": printable(path), "probability": None, "label": None, "error": error}
+def _error_row(name: str, error: str) -> dict:
+    return {"name": name, "probability": None, "label": None, "error": error}
 
 
 def verify_if_registered(path: Path) -> Path:

@@ -1,0 +1,163 @@
+"""Where the model looked: a heatmap over each X-ray, written as PNG overlays.
+
+Three ways to the same kind of map, chosen in this order (``method="auto"``):
+
+1. the ``heatmap`` output of an ONNX file exported with ``--heatmap``
+   (onnxruntime; the numbers ``serve`` and ``predict --heatmap`` give);
+2. the class activation map computed from the Keras model (``pneumokit.heatmap``),
+   for models whose head is global average pooling and one dense unit;
+3. Grad-CAM (Selvaraju et al. 2017) for any other model with convolutional feature
+   maps: the gradient of the logit, averaged per channel, weights the last feature
+   maps. For a CAM-shaped head, Grad-CAM and CAM give the same map.
+
+Every map is ``max(., 0)`` scaled to a maximum of 1 per image (docs/explain.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .config import EXPLAIN_METHODS
+from .errors import ConfigError, ImageDecodeError
+from .files import atomic_write, check_output_folder, printable
+from .overlay import caption, overlay, png_bytes
+from .preprocessing import decode
+
+
+def explain(model: str, paths, *, output: str | os.PathLike | None = None, registry=None,
+            method: str = "auto") -> dict:
+    """Heatmap overlays of ``paths`` under ``output`` (default ``runs/explain/NAME-vVERSION``);
+    returns the model, method, engine, threshold, folder and one row per image (the row's
+    ``file`` is its overlay; unreadable images get ``error``)."""
+    from .registry import Registry
+
+    if method not in EXPLAIN_METHODS:
+        raise ConfigError(f"--method {method!r}: choose one of {', '.join(EXPLAIN_METHODS)}")
+    registry = registry or Registry()
+    scorer = _scorer(model, registry, method)
+    out = Path(output) if output else Path("runs") / "explain" / scorer["label"]
+    check_output_folder(out, "--output", create=True, registry_root=registry.root)
+    rows = scorer["score"](paths)
+    write_overlays(out, paths, rows, scorer["threshold"], scorer["method"])
+    return {"model": scorer["label"], "method": scorer["method"], "engine": scorer["engine"],
+            "threshold": scorer["threshold"], "output": str(out), "explanations": rows}
+
+
+def write_overlays(out: str | os.PathLike, paths, rows: list[dict], threshold: float, method: str) -> None:
+    """One ``STEM.png`` overlay in ``out`` per scored row (``-2``, ``-3`` ... where stems repeat);
+    each row's ``heatmap`` array is replaced by ``file``, the overlay's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names: set[str] = set()
+    for row, path in zip(rows, paths, strict=True):
+        heat = row.pop("heatmap", None)
+        row["file"] = None
+        if row["error"] is not None:
+            continue
+        stem, k = Path(path).stem, 2
+        name = stem + ".png"
+        while name in names:
+            name, k = f"{stem}-{k}.png", k + 1
+        names.add(name)
+        img = overlay(decode(path, None), heat, caption(row, threshold, method))
+        with atomic_write(out / name, "wb") as f:
+            f.write(png_bytes(img))
+        row["file"] = str(out / name)
+
+
+def _scorer(model: str, registry, method: str) -> dict:
+    """How to score: the ONNX heatmap output when there is one (and ``method`` allows), else Keras."""
+    from .export import ONNX_FILE
+    from .runtime import Predictor
+
+    is_file = Path(model).suffix.lower() == ".onnx" or os.sep in model
+    mv = None if is_file else registry.get(model)
+    has_onnx = is_file or ONNX_FILE in mv.metadata.get("artifacts", {})
+    if method != "grad-cam" and has_onnx:
+        predictor = Predictor(model, providers="cpu", registry=registry)
+        if predictor.heatmap_output is not None:
+            return _onnx_scorer(predictor, mv)
+    if is_file:
+        raise ConfigError(f"{model} has no heatmap output: export the model with `pneumokit export REF "
+                          "--heatmap`, or give the registry ref to explain it with the Keras model")
+    return _keras_scorer(mv, registry, method)
+
+
+def _onnx_scorer(predictor, mv) -> dict:
+    label = mv.ref.replace(":", "-v") if mv else Path(predictor.path).stem
+    return {"label": label, "method": "cam", "engine": "onnxruntime", "threshold": predictor.threshold,
+            "score": lambda paths: predictor.predict_files(paths, heatmap=True)}
+
+
+def _keras_scorer(mv, registry, method: str) -> dict:
+    from .heatmap import with_heatmap
+    from .preprocessing import Preprocessing
+
+    model = registry.load_model(mv.ref)
+    cam = with_heatmap(model) if method != "grad-cam" else None
+    if cam is None and method == "cam":
+        raise ConfigError(f"{mv.ref}: --method cam needs a head of global average pooling and one dense "
+                          "unit; use --method grad-cam (or auto)")
+    pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
+    classes = mv.metadata.get("class_names", ["NORMAL", "PNEUMONIA"])
+    threshold = float(mv.metadata["threshold"])
+    run = (lambda x: [np.asarray(o) for o in cam(x, training=False)]) if cam is not None \
+        else grad_cam_function(model)
+
+    def score(paths):
+        rows = []
+        for p in paths:
+            try:
+                x = pre.normalize(pre.load(p)[None].astype(np.float32))
+            except (ImageDecodeError, OSError) as exc:
+                rows.append({"path": printable(p), "probability": None, "label": None, "error": str(exc)})
+                continue
+            prob, heat = run(x)
+            prob = float(np.ravel(prob)[0])
+            rows.append({"path": printable(p), "probability": prob, "label": classes[int(prob >= threshold)],
+                         "error": None, "heatmap": np.asarray(heat)[0]})
+        return rows
+
+    return {"label": mv.ref.replace(":", "-v"), "method": "cam" if cam is not None else "grad-cam",
+            "engine": "keras", "threshold": threshold, "score": score}
+
+
+def grad_cam_function(model):
+    """``x -> (probabilities (N, 1), heatmaps (N, h, w))`` by Grad-CAM on the last layer of
+    ``model`` with a 4-D output; ``ConfigError`` if it has none at its top level."""
+    import keras
+    import tensorflow as tf
+
+    from .ensemble import logit_tensor
+
+    maps = [layer for layer in model.layers if _rank(layer) == 4]
+    if not maps:
+        raise ConfigError(f"{model.name}: Grad-CAM needs convolutional feature maps at the model's top "
+                          "level; this model has none")
+    z = logit_tensor(model)
+    grad_model = keras.Model(model.inputs[0], [maps[-1].output, model.outputs[0], z if z is not None
+                                            else model.outputs[0]])
+
+    def run(x):
+        with tf.GradientTape() as tape:
+            features, prob, logit = grad_model(x, training=False)
+            if z is None:  # the logit of the probability, as exact as float32 allows
+                p = tf.clip_by_value(tf.cast(logit, tf.float32), 1e-7, 1 - 1e-7)
+                logit = tf.math.log(p) - tf.math.log1p(-p)
+        grads = tape.gradient(logit, features)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        m = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * weights, axis=-1))
+        peak = tf.reduce_max(m, axis=(1, 2), keepdims=True)
+        return prob.numpy(), (m / tf.maximum(peak, 1e-6)).numpy()
+
+    return run
+
+
+def _rank(layer) -> int:
+    try:
+        return len(layer.output.shape)
+    except (AttributeError, ValueError):  # a layer called more than once, or not at all
+        return 0
