@@ -49,6 +49,11 @@ DEFAULT_EPOCHS = 20
 DEFAULT_LEARNING_RATE = 1e-3  # the peak of the schedule
 # Learning-rate schedule: "cosine" warms up linearly for WARMUP_EPOCHS, then decays
 # to zero by the last epoch; "constant" keeps the rate (the original project's).
+# pneumokit serve (docs/serve.md): where it listens, and what one request may carry
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+MAX_UPLOAD_MB = 20.0  # a request body over this is refused (413)
+MAX_UPLOAD_FILES = 64  # files in one multipart request
 EXPLAIN_METHODS = ("auto", "cam", "grad-cam")  # pneumokit explain --method (docs/explain.md)
 LR_SCHEDULES = ("cosine", "constant")
 DEFAULT_LR_SCHEDULE = "cosine"

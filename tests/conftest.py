@@ -32,3 +32,34 @@ def fake_entry_points(monkeypatch, fresh_plugins):
         monkeypatch.setattr(fresh_plugins.metadata, "entry_points", lambda group: [*real, *fakes])
 
     return install
+
+
+TINY_TRAIN = ["--epochs", "2", "--image-size", "64", "--batch-size", "8", "--augment", "crop",
+              "--val-fraction", "0.25", "--quiet", "--seed", "3"]
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Two tiny trained cnn_optimized models: ``heat:1`` exported with ``--heatmap``, ``plain:1``
+    without; with their synthetic data and a few test images (shared by explain and serve tests)."""
+    import json
+
+    from click.testing import CliRunner
+    from helpers import make_dataset
+
+    from pneumokit.cli import main
+
+    base = tmp_path_factory.mktemp("exported")
+    data = make_dataset(base / "chest_xray", per_class=12, size=72, splits=("train", "test"))
+    registry = base / "registry"
+    runner = CliRunner()
+    for name in ("heat", "plain"):
+        out = runner.invoke(main, ["train", "--data", str(data), "--registry", str(registry), "--name", name,
+                                   *TINY_TRAIN])
+        assert out.exit_code == 0, out.output
+    out = runner.invoke(main, ["export", "heat:1", "--heatmap", "--registry", str(registry), "--json"])
+    assert out.exit_code == 0, out.output
+    out_plain = runner.invoke(main, ["export", "plain:1", "--registry", str(registry)])
+    assert out_plain.exit_code == 0, out_plain.output
+    return {"base": base, "data": data, "registry": registry, "export": json.loads(out.stdout),
+            "images": sorted((data / "test").rglob("*.jpeg"))[::5]}

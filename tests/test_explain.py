@@ -7,7 +7,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from helpers import make_dataset
 from PIL import Image
 
 from pneumokit.architectures.cnn import build_cnn, build_cnn_optimized
@@ -111,30 +110,6 @@ def test_heatmap_output_converts_to_onnx_with_parity(blob_model):
 
 
 # --- the commands: export --heatmap, predict --heatmap, explain --------------------------------
-
-TINY = ["--epochs", "2", "--image-size", "64", "--batch-size", "8", "--augment", "crop",
-        "--val-fraction", "0.25", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    from pneumokit.cli import main
-
-    base = tmp_path_factory.mktemp("explain")
-    data = make_dataset(base / "chest_xray", per_class=12, size=72, splits=("train", "test"))
-    registry = base / "registry"
-    runner = CliRunner()
-    for name in ("heat", "plain"):
-        out = runner.invoke(main, ["train", "--data", str(data), "--registry", str(registry), "--name", name,
-                                   "--seed", "3", *TINY])
-        assert out.exit_code == 0, out.output
-    out = runner.invoke(main, ["export", "heat:1", "--heatmap", "--registry", str(registry), "--json"])
-    assert out.exit_code == 0, out.output
-    out_plain = runner.invoke(main, ["export", "plain:1", "--registry", str(registry)])
-    assert out_plain.exit_code == 0, out_plain.output
-    return {"base": base, "data": data, "registry": registry, "export": json.loads(out.stdout),
-            "images": sorted((data / "test").rglob("*.jpeg"))[::5]}
-
 
 def run(*args):
     from pneumokit.cli import main
