@@ -82,7 +82,8 @@ def test_raw_body_jpeg_and_dicom(client, predictor, exported, tmp_path):
     (b"hello", {"Content-Type": "text/plain"}, 415, "content type 'text/plain' is not accepted"),
     (b"hello", {"Content-Type": "image/jpeg"}, 422, "content is not a recognised image format"),
     (b"x" * 600_000, {"Content-Type": "image/jpeg"}, 413, "over the upload limit of 0.5 MB"),
-    (b"--b\r\nbroken", {"Content-Type": "multipart/form-data; boundary=b"}, 400, "the form has no file parts"),
+    (b"--b\r\nbroken", {"Content-Type": "multipart/form-data; boundary=b"}, 400,
+     "the form has no file parts"),
 ])
 def test_bad_uploads_get_a_4xx_naming_the_problem(client, body, headers, status, words):
     r = client.post("/v1/predict", content=body, headers=headers)

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 from helpers_serve import served
 
-CHROMIUM = os.environ.get("PNEUMOKIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = (os.environ.get("PNEUMOKIT_CHROMIUM") or shutil.which("chromium")
+            or shutil.which("chromium-browser"))
 REQUIRED = os.environ.get("PNEUMOKIT_REQUIRE_BROWSER") == "1"
 
 if not CHROMIUM and not REQUIRED:
