@@ -42,7 +42,7 @@ def explain(model: str, paths, *, output: str | os.PathLike | None = None, regis
     check_output_folder(out, "--output", create=True, registry_root=registry.root)
     rows = scorer["score"](paths)
     write_overlays(out, paths, rows, scorer["threshold"], scorer["method"])
-    return {"model": scorer["label"], "method": scorer["method"], "engine": scorer["engine"],
+    return {"model": scorer["ref"], "method": scorer["method"], "engine": scorer["engine"],
             "threshold": scorer["threshold"], "output": str(out), "explanations": rows}
 
 
@@ -87,8 +87,10 @@ def _scorer(model: str, registry, method: str) -> dict:
 
 
 def _onnx_scorer(predictor, mv) -> dict:
+    ref = mv.ref if mv else str(predictor.path)
     label = mv.ref.replace(":", "-v") if mv else Path(predictor.path).stem
-    return {"label": label, "method": "cam", "engine": "onnxruntime", "threshold": predictor.threshold,
+    return {"ref": ref, "label": label, "method": "cam", "engine": "onnxruntime",
+            "threshold": predictor.threshold,
             "score": lambda paths: predictor.predict_files(paths, heatmap=True)}
 
 
@@ -121,8 +123,8 @@ def _keras_scorer(mv, registry, method: str) -> dict:
                          "error": None, "heatmap": np.asarray(heat)[0]})
         return rows
 
-    return {"label": mv.ref.replace(":", "-v"), "method": "cam" if cam is not None else "grad-cam",
-            "engine": "keras", "threshold": threshold, "score": score}
+    return {"ref": mv.ref, "label": mv.ref.replace(":", "-v"), "engine": "keras", "threshold": threshold,
+            "method": "cam" if cam is not None else "grad-cam", "score": score}
 
 
 def grad_cam_function(model):

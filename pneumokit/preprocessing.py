@@ -125,7 +125,7 @@ def _refused_format(source) -> str:
             source.seek(0)
         with Image.open(source) as img:  # reads the header only: nothing is decoded
             return f"content is {img.format}, which pneumokit does not read; convert it to {accepted}"
-    return f"content is not a recognised image format ({accepted})"
+    return f"content is not a recognised image format ({', '.join(IMAGE_FORMATS)} or DICOM)"
 
 
 def _too_large(exc: Exception) -> str:

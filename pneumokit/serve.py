@@ -207,7 +207,9 @@ def run(model: str, *, registry_root, host: str, port: int, workers: int, provid
         uvicorn.run(create_app(predictor, max_upload_mb=max_upload_mb, max_files=max_files),
                     host=host, port=port, log_level="info", access_log=access_log)
         return
-    os.environ[_ENV] = json.dumps({"model": str(model), "providers": providers, "max_files": max_files,
+    # the file, not the ref: an alias moved while workers start must not split them between versions
+    os.environ[_ENV] = json.dumps({"model": str(predictor.path.resolve()), "providers": providers,
+                                   "max_files": max_files,
                                    "registry": str(Registry(registry_root).root),
                                    "max_upload_mb": max_upload_mb})
     uvicorn.run("pneumokit.serve:app_from_env", factory=True, host=host, port=port, workers=workers,

@@ -187,3 +187,28 @@ def test_export_heatmap_is_refused_for_a_flatten_head(tmp_path):
     with pytest.raises(ExportError, match="Grad-CAM"):
         export("flat:1", reg, heatmap=True)
     assert "model.onnx" not in reg.get("flat:1").metadata["artifacts"]
+
+
+def test_onnx_only_example_prints_the_heatmap(exported):
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pneumokit.registry import Registry
+    from pneumokit.runtime import Predictor
+
+    example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "onnx_predict.py"
+    onnx_path = exported["registry"] / "heat" / "1" / "model.onnx"
+    images = [str(p) for p in exported["images"][:3]]
+    blocker = ("import sys, runpy; sys.modules['pneumokit'] = None; sys.modules['tensorflow'] = None; "
+               "sys.modules['keras'] = None; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", blocker, str(example), str(onnx_path), *images],
+                         capture_output=True, text=True, check=True)
+    rows = list(csv.reader(out.stdout.splitlines()))
+    want = Predictor("heat:1", providers="cpu", registry=Registry(exported["registry"])).predict_files(
+        images, heatmap=True)
+    for row, w in zip(rows, want, strict=True):
+        assert abs(float(row[1]) - w["probability"]) < 1e-3 and row[2] == w["label"]
+        np.testing.assert_allclose(np.asarray(json.loads(row[3])), w["heatmap"], atol=2e-3)

@@ -2,7 +2,9 @@
 
     python onnx_predict.py model.onnx image.jpeg [image2.png ...]
 
-Everything needed is read from the file's metadata_props (pneumokit.*).
+Everything needed is read from the file's metadata_props (pneumokit.*). Prints
+path,probability,label per image, and, for a file exported with --heatmap, the
+image's heatmap as a fourth column (JSON rows; docs/explain.md).
 """
 
 import json
@@ -41,10 +43,15 @@ def main(model_path, image_paths):
     input_name = json.loads(meta["pneumokit.input"])["name"]
     classes = json.loads(meta["pneumokit.class_names"])
     threshold = float(meta["pneumokit.threshold"])
+    outputs = [o["name"] for o in json.loads(meta.get("pneumokit.outputs", "[]"))] or [
+        json.loads(meta["pneumokit.output"])["name"]]
     batch = np.stack([load(p, pre) for p in image_paths])
-    probability = session.run(None, {input_name: batch})[0][:, 0]
-    for path, p in zip(image_paths, probability, strict=True):
-        print(f"{path},{p:.6f},{classes[int(p >= threshold)]}")
+    results = session.run(outputs, {input_name: batch})
+    for i, (path, p) in enumerate(zip(image_paths, results[0][:, 0], strict=True)):
+        row = f"{path},{p:.6f},{classes[int(p >= threshold)]}"
+        if len(results) > 1:  # the heatmap, quoted: its JSON holds commas
+            row += f',"{json.dumps(np.round(results[1][i].astype(float), 4).tolist())}"'
+        print(row)
 
 
 if __name__ == "__main__":
