@@ -35,6 +35,8 @@ _LAZY = {
     "Registry": "registry",
     "Predictor": "runtime",
     "SeededAugmentation": "augmentations.layers",
+    "GeometricAugmentation": "augmentations.layers",
+    "PointwiseAugmentation": "augmentations.layers",
 }
 
 

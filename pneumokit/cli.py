@@ -151,6 +151,25 @@ def plugins_command(as_json: bool) -> None:
             click.echo(f"  error: {r['error']}")
 
 
+@main.group("plugin")
+def plugin_group() -> None:
+    """Write plugins (see also `pneumokit plugins`, which lists the installed ones)."""
+
+
+@plugin_group.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Folder to write pneumokit-NAME/ in.")
+def plugin_new(name, directory):
+    """Write a ready plugin distribution pneumokit-NAME/: an architecture, an augmentation, tests
+    that run pneumokit's contract checks (pneumokit.testing), a README."""
+    from .scaffold import names, new_plugin
+
+    target = new_plugin(name, directory)
+    click.echo(f"wrote {target}/ (distribution {names(name)['dist']}); next:\n"
+               f"  pip install -e '{target}[test]'\n  pytest {target}")
+
+
 @main.group("data")
 def data_group() -> None:
     """Inspect datasets."""

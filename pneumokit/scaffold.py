@@ -1,0 +1,63 @@
+"""``pneumokit plugin new NAME``: a ready plugin distribution from the templates in
+``pneumokit/templates/plugin`` (an architecture, an augmentation, tests that run
+``pneumokit.testing``, a README), as ``llm``'s plugin template starts people off."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from . import __version__
+from .catalog import NAME_RE
+from .errors import ConfigError
+
+TEMPLATE = "templates/plugin"
+RESERVED = ("pneumokit", "example")
+
+
+def names(name: str) -> dict[str, str]:
+    """The template's placeholders for plugin ``name``: name, dist, package, pneumokit_version."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in RESERVED:
+        raise ConfigError(f"plugin name {name!r}: use a lowercase identifier (letters, digits, underscores, "
+                          "starting with a letter), not 'pneumokit' or 'example', e.g. 'chestnet'")
+    return {"name": name, "dist": "pneumokit-" + name.replace("_", "-"), "package": "pneumokit_" + name,
+            "pneumokit_version": __version__.split("+")[0]}
+
+
+def new_plugin(name: str, directory: str | os.PathLike = ".") -> Path:
+    """Write the plugin distribution ``DIRECTORY/pneumokit-NAME`` and return its folder. It is
+    written to a temporary folder beside it and renamed into place: never half-written."""
+    values = names(name)
+    parent = Path(directory)
+    target = parent / values["dist"]
+    if target.exists() or target.is_symlink():
+        raise ConfigError(f"{target} already exists; choose another name or --dir")
+    if not parent.is_dir():
+        raise ConfigError(f"--dir {parent}: no such folder; create it first")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{values['dist']}.", dir=parent))
+    try:
+        _render(resources.files("pneumokit").joinpath(TEMPLATE), tmp, values)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folder is private; the plugin's is not
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _render(source, dest: Path, values: dict[str, str]) -> None:
+    for entry in source.iterdir():
+        name = values["package"] if entry.name == "package" else entry.name.removesuffix(".tmpl")
+        if entry.is_dir():
+            (dest / name).mkdir()
+            _render(entry, dest / name, values)
+        elif entry.name.endswith(".tmpl"):
+            text = entry.read_text(encoding="utf-8")
+            for key, value in values.items():
+                text = text.replace("{{" + key + "}}", value)
+            (dest / name).write_text(text, encoding="utf-8")
