@@ -680,24 +680,35 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
 @click.argument("model")
 @click.option("--host", default=C.DEFAULT_HOST, show_default=True,
               help="Address to listen on (0.0.0.0: every interface; put a reverse proxy in front).")
-@click.option("--port", type=click.IntRange(0, 65535), default=C.DEFAULT_PORT, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=C.DEFAULT_PORT, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes, each with its own copy of the model.")
 @click.option("--providers", default="auto", show_default=True,
               help="onnxruntime providers: auto (CUDA then CPU), cpu or cuda.")
 @click.option("--max-upload-mb", type=click.FloatRange(0.001, 1024), default=C.MAX_UPLOAD_MB,
-              show_default=True, help="Refuse request bodies over this size (413).")
+              show_default=True, callback=lambda ctx, param, v: _finite(param, v),
+              help="Refuse request bodies over this many MB (10^6 bytes) with 413.")
 @click.option("--max-files", type=click.IntRange(1, 10000), default=C.MAX_UPLOAD_FILES, show_default=True,
               help="Most image files in one request.")
+@click.option("--max-concurrent", type=click.IntRange(1, 256), default=C.MAX_CONCURRENT, show_default=True,
+              help="Requests decoded and scored at once per worker; the others wait.")
 @click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
 @registry_option
-def serve_command(model, host, port, workers, providers, max_upload_mb, max_files, access_log, registry_root):
+def serve_command(model, host, port, workers, providers, max_upload_mb, max_files, max_concurrent, access_log,
+                  registry_root):
     """Serve an exported model over HTTP: a page at /, and the JSON API /v1/predict, /v1/model,
     /health (MODEL: a .onnx file or a registry ref). See docs/serve.md."""
     from .serve import run
 
+    limits = {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_concurrent": max_concurrent}
     run(model, registry_root=registry_root, host=host, port=port, workers=workers, providers=providers,
-        max_upload_mb=max_upload_mb, max_files=max_files, access_log=access_log)
+        limits=limits, access_log=access_log)
+
+
+def _finite(param, value: float) -> float:
+    if value != value:  # click's FloatRange lets NaN through
+        raise click.BadParameter(f"{value!r} is not a number", param=param)
+    return value
 
 
 @main.command("explain")

@@ -9,8 +9,10 @@ returns ``(cv_results, cv_df, final_model)`` as the original did.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 
+from .catalog import Architecture
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_FOLDS, DEFAULT_LEARNING_RATE, CVConfig
 from .errors import ConfigError
 from .plugins import get_catalog
@@ -51,6 +53,39 @@ def create_optimized_transfer_learning_model(base_model_name: str = "EfficientNe
     return _built(_TRANSFER[key], input_shape, **options)
 
 
+def model_func_architecture(model_func: Callable[[], object]) -> Architecture:
+    """An ad-hoc ``Architecture`` whose builder calls ``model_func`` (the original API's
+    zero-argument model builder), so the rest of pneumokit sees an architecture like any other.
+
+    Named after the catalog's architecture when the model carries one of its names (the
+    original builders do), with that architecture's preprocessing; otherwise ``model_func``,
+    with inputs scaled to [0, 1]. The input size is the model's own. A ``model_func`` that
+    hands back a model it returned before is refused: its weights would carry from fold to
+    fold (held-out images leaking into later folds) and into the final model.
+    """
+    probe = model_func()
+    _, height, width, channels = probe.input_shape
+    if height != width:
+        raise ConfigError(f"model_func must build a square input, got {height}x{width}")
+    known = get_catalog().architectures.get(probe.name)
+    seen = weakref.WeakSet([probe])  # weak: models of earlier folds can still be freed
+
+    def build(input_shape, **_options):
+        model = model_func()
+        if model in seen:
+            raise ConfigError("model_func returned a model it had returned before: it must build a "
+                              "new model on every call (e.g. lambda: create_gpu_optimized_model())")
+        seen.add(model)
+        if tuple(model.input_shape[1:]) != tuple(input_shape):
+            raise ConfigError(f"model_func built input {model.input_shape[1:]}, not {tuple(input_shape)}")
+        return model
+
+    return Architecture(name=known.name if known else "model_func", build=build, image_size=int(height),
+                        channels=int(channels), preprocessing=known.preprocessing if known else "unit",
+                        description=f"model_func {getattr(model_func, '__name__', 'callable')}",
+                        plugin="model_func")
+
+
 def perform_optimized_cross_validation(
     n_splits: int = DEFAULT_FOLDS,
     epochs: int = DEFAULT_EPOCHS,
@@ -81,15 +116,12 @@ def perform_optimized_cross_validation(
     """
     from .cv import run_cv
 
-    model_func = model_func or create_gpu_optimized_model
     run_keys = {"output", "registry", "name", "final", "progress", "resume", "echo"}
     run_kwargs = {k: options.pop(k) for k in list(options) if k in run_keys}
-    probe = model_func()
-    known = get_catalog().architectures.get(probe.name)
-    config = CVConfig(architecture=known.name if known else "cnn_optimized", folds=n_splits,
-                      epochs=epochs, batch_size=batch_size, **options)
-    run_kwargs.setdefault("name", known.name if known else "model_func")
-    result = run_cv(config, data_dir, build_model=model_func, **run_kwargs)
+    arch = model_func_architecture(model_func or create_gpu_optimized_model)
+    config = CVConfig(architecture=arch.name, folds=n_splits, epochs=epochs, batch_size=batch_size, **options)
+    run_kwargs.setdefault("name", arch.name)
+    result = run_cv(config, data_dir, architecture=arch, **run_kwargs)
     cv_results = {
         "folds": [{"fold": f.fold, "metrics": f.metrics, "best_epoch": f.best_epoch,
                    "history": f.history} for f in result.folds],

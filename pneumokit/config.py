@@ -54,6 +54,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 MAX_UPLOAD_MB = 20.0  # a request body over this is refused (413)
 MAX_UPLOAD_FILES = 64  # files in one multipart request
+MAX_CONCURRENT = 2  # requests decoded and scored at once per worker (each may need ~1 GB at the pixel limit)
 EXPLAIN_METHODS = ("auto", "cam", "grad-cam")  # pneumokit explain --method (docs/explain.md)
 LR_SCHEDULES = ("cosine", "constant")
 DEFAULT_LR_SCHEDULE = "cosine"

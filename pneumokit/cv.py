@@ -21,7 +21,6 @@ import json
 import os
 import re
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,9 +30,10 @@ import numpy as np
 import pandas as pd
 
 from .calibration import calibrate, check_finite
+from .catalog import Architecture
 from .config import CLASS_NAMES, CV_SPLITS, CVConfig
 from .data import scan
-from .errors import ConfigError, ResumeError
+from .errors import ResumeError
 from .files import atomic_path, check_output_folder, write_csv_atomic, write_json_atomic
 from .metrics import METRICS, binary_metrics, choose_threshold, summarize
 from .plugins import get_catalog
@@ -153,7 +153,6 @@ class _Run:
     strategy: object
     pre: Preprocessing
     planned: bool
-    build_model: Callable[[], object] | None
 
 
 def plan_cv(config: CVConfig | None = None, data_dir: str | os.PathLike | None = None, *,
@@ -163,7 +162,7 @@ def plan_cv(config: CVConfig | None = None, data_dir: str | os.PathLike | None =
     independent jobs (``run_fold``, any number at once) and merged (``run_cv(resume=...)``).
     Everything that can fail before training is checked here. Returns the folder."""
     return _open(config, data_dir, output=output, resume=None, final=True, registry=registry,
-                 name=name, build_model=None, echo=echo, planned=True).out
+                 name=name, architecture=None, echo=echo, planned=True).out
 
 
 def run_fold(resume: str | os.PathLike, k: int, *, progress: bool = False,
@@ -175,7 +174,7 @@ def run_fold(resume: str | os.PathLike, k: int, *, progress: bool = False,
     """
 
     run = _open(None, None, output=None, resume=resume, final=False, registry=None, name=None,
-                build_model=None, echo=echo)
+                architecture=None, echo=echo)
     if not (isinstance(k, int) and 1 <= k <= run.config.folds):
         raise ResumeError(f"fold {k!r}: {run.out} has folds 1..{run.config.folds}")
     if _fold_done(run, k):
@@ -208,11 +207,11 @@ def run_cv(
     registry: Registry | None = None,
     name: str | None = None,
     progress: bool = False,
-    build_model: Callable[[], object] | None = None,
+    architecture: Architecture | None = None,
     echo: Callable[[str], None] = print,
     overrides: dict | None = None,
 ) -> CVResult:
-    """Cross-validate ``config.architecture`` (or ``build_model``) and register a final model.
+    """Cross-validate ``config.architecture`` and register a final model.
 
     Parameters
     ----------
@@ -227,8 +226,8 @@ def run_cv(
     registry, name : where and under which name to register (default: ``Registry()``,
         the architecture's name).
     progress : tqdm bars for folds and epochs.
-    build_model : zero-argument callable returning a Keras model, used instead
-        of the architecture's builder (the original ``model_func``).
+    architecture : an ``Architecture`` record used instead of the catalog's
+        ``config.architecture`` (``compat`` wraps the original ``model_func`` in one).
     echo : where the one-line notices go (device choice, leakage warning, skipped files).
     overrides : with ``resume`` and no ``config``: settings given again (e.g. on the command
         line), checked against the run's own; equal ones are accepted.
@@ -238,7 +237,7 @@ def run_cv(
 
     started = time.perf_counter()
     run = _open(config, data_dir, output=output, resume=resume, final=final, registry=registry,
-                name=name, build_model=build_model, echo=echo, overrides=overrides)
+                name=name, architecture=architecture, echo=echo, overrides=overrides)
     config, out = run.config, run.out
     missing = [k for k in range(1, config.folds + 1) if not _fold_done(run, k)]
     if run.planned and missing:
@@ -269,7 +268,7 @@ def run_cv(
     return cv_result
 
 
-def _open(config, data_dir, *, output, resume, final, registry, name, build_model, echo,
+def _open(config, data_dir, *, output, resume, final, registry, name, architecture, echo,
           planned: bool = False, overrides: dict | None = None) -> _Run:
     """Open (``resume``) or make the run folder, after every check that can fail before training."""
     from . import device
@@ -295,11 +294,9 @@ def _open(config, data_dir, *, output, resume, final, registry, name, build_mode
         name = name or saved.get("name")
         planned = bool(saved.get("planned"))
     config = config or CVConfig()
-    arch = catalog.architecture(config.architecture)
+    arch = architecture or catalog.architecture(config.architecture)
     name = validate_name(name or arch.name)  # before hours of training, not after
     arch.check_options(config.options)
-    if build_model is not None:
-        build_model = _fresh_each_call(build_model)
 
     result = scan(data_dir, splits=CV_SPLITS)
     index = result.require_usable(skip_bad=config.skip_bad)
@@ -319,7 +316,7 @@ def _open(config, data_dir, *, output, resume, final, registry, name, build_mode
     echo(device_plan.summary())
     if config.grouping == "image":
         echo(f"warning: {LEAK_WARNING}")
-    pre = _preprocessing(arch, config, build_model)
+    pre = _preprocessing(arch, config)
     index = index.assign(fold=kfold(index, config.folds, config.seed, config.grouping) + 1)
 
     if resume is None:
@@ -334,8 +331,7 @@ def _open(config, data_dir, *, output, resume, final, registry, name, build_mode
                                            "planned": planned})
     (out / "folds").mkdir(exist_ok=True)
     _write_folds(out, index[["path", "patient", "label", "fold"]], check=resume is not None)
-    return _Run(out, config, arch, catalog, name, index, result, device_plan, strategy, pre, planned,
-                build_model)
+    return _Run(out, config, arch, catalog, name, index, result, device_plan, strategy, pre, planned)
 
 
 def _write_folds(out: Path, table: pd.DataFrame, check: bool) -> None:
@@ -374,7 +370,7 @@ def _train_fold(run: _Run, k: int, progress: bool) -> FoldResult:
     tr, va = train_part[~inner], train_part[inner]
     fitted = fit(run.arch, fold_config, run.catalog, tr["path"].tolist(), tr["label"].to_numpy(),
                  va["path"].tolist(), va["label"].to_numpy(), preprocessing=run.pre,
-                 build_model=run.build_model, strategy=run.strategy, jit_compile=run.device_plan.xla,
+                 strategy=run.strategy, jit_compile=run.device_plan.xla,
                  callbacks=[EpochBar(config.epochs, f"fold {k}", progress, position=1)])
     y_held = held["label"].to_numpy()
     prob = predict(fitted.model, make_dataset(held["path"].tolist(), y_held, run.pre,
@@ -446,7 +442,7 @@ def _final_model(run: _Run, cv: CVResult, plots: list[Path], progress: bool):
     else:
         epochs = max(1, int(np.median([f.best_epoch for f in cv.folds])))
         fitted = fit(run.arch, config, run.catalog, index["path"].tolist(), index["label"].to_numpy(),
-                     epochs=epochs, preprocessing=run.pre, build_model=run.build_model,
+                     epochs=epochs, preprocessing=run.pre,
                      strategy=run.strategy, jit_compile=run.device_plan.xla,
                      callbacks=[EpochBar(epochs, "final model", progress)])
         write_csv_atomic(out / "final_history.csv", fitted.history)
@@ -464,7 +460,6 @@ def _final_model(run: _Run, cv: CVResult, plots: list[Path], progress: bool):
                "images_per_fold": [len(f.paths) for f in cv.folds],
                "best_epochs": [f.best_epoch for f in cv.folds]},
         skipped=[p.to_dict() for p in run.scan.problems],
-        model_func=None if run.build_model is None else getattr(run.build_model, "__name__", "callable"),
         **trained,
     )
     artifacts |= {"cv.csv": out / "cv.csv", "oof.csv": out / "oof.csv", "folds.csv": out / "folds.csv",
@@ -553,44 +548,15 @@ def load_fold_model(out: Path, k: int):
     return keras.saving.load_model(path, compile=False)
 
 
-def _fresh_each_call(build_model: Callable[[], object]) -> Callable[[], object]:
-    """Refuse a ``model_func`` that hands back the same model twice: its weights would carry
-    from fold to fold (held-out images leaking into later folds) and into the final model."""
-    seen = weakref.WeakSet()  # weak: models of earlier folds can still be freed
-
-    def build():
-        model = build_model()
-        if model in seen:
-            raise ConfigError("model_func returned a model it had returned before: it must build a "
-                             "new model on every call (e.g. lambda: create_gpu_optimized_model())")
-        seen.add(model)
-        return model
-
-    build.__name__ = getattr(build_model, "__name__", "model_func")
-    return build
-
-
-def _preprocessing(arch, config: CVConfig, build_model) -> Preprocessing:
-    """The architecture's rule; for a custom ``build_model``, the model's own input shape.
-
-    Either way one model (and the augmentation layers) is built and dropped
-    here, so a builder or an augmentation spec that fails does so before the
-    run folder is made.
-    """
+def _preprocessing(arch, config: CVConfig) -> Preprocessing:
+    """The architecture's rule. One model (and the augmentation layers) is built and dropped
+    here, so a builder or an augmentation spec that fails does so before the run folder is made."""
     from .pipeline import build_augmentations
 
     build_augmentations(config.augment, get_catalog(), config.seed)
-    if build_model is None:
-        pre = Preprocessing.for_architecture(arch, config.image_size, jpeg_draft=config.jpeg_draft)
-        arch.build_model((pre.height, pre.width, pre.channels), config.options)
-        return pre
-    model = build_model()
-    _, height, width, channels = model.input_shape
-    if height != width:
-        raise ConfigError(f"model_func must build a square input, got {height}x{width}")
-    known = get_catalog().architectures.get(model.name)
-    preset = known.preprocessing if known is not None else "unit"
-    return Preprocessing.from_preset(preset, int(height), int(channels), jpeg_draft=config.jpeg_draft)
+    pre = Preprocessing.for_architecture(arch, config.image_size, jpeg_draft=config.jpeg_draft)
+    arch.build_model((pre.height, pre.width, pre.channels), config.options)
+    return pre
 
 
 def _plots(folder: Path, folds: list[FoldResult], summary: dict, oof_at_threshold: dict,

@@ -22,6 +22,8 @@ install.
 from __future__ import annotations
 
 import io
+import math
+import zlib
 
 import numpy as np
 
@@ -36,22 +38,58 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def dicom_to_gray8(data: bytes) -> np.ndarray:
-    """The 8-bit (H, W) grayscale image of a DICOM file's bytes, by the rule above."""
+def dicom_to_gray8(data: bytes, max_pixels: float = math.inf) -> np.ndarray:
+    """The 8-bit (H, W) grayscale image of a DICOM file's bytes, by the rule above. An image
+    over ``max_pixels`` (from its header: nothing is decoded) is refused, as is any header
+    value pydicom or the rule cannot use: always ``ImageDecodeError``, never another type."""
+    try:
+        return _gray8(data, max_pixels)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # damaged headers raise many types from pydicom and NumPy
+        why = f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise ImageDecodeError(f"not a readable DICOM file ({why})") from None
+
+
+DEFLATED = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the dataset is zlib data
+HEADER_ALLOWANCE = 16 * 2**20  # bytes a deflated dataset may hold beyond its 16-bit pixels
+
+
+def _check_inflated_size(data: bytes, max_pixels: float) -> None:
+    """A deflated dataset must not inflate past what an image within ``max_pixels`` needs
+    (16-bit pixels, plus ``HEADER_ALLOWANCE``): checked by inflating at most that much,
+    before pydicom inflates all of it."""
+    if data[132:136] != b"\x02\x00\x00\x00" or data[136:138] != b"UL":
+        return  # no group length: pydicom reads it (or refuses it) as it is
+    end = 144 + int.from_bytes(data[140:144], "little")
+    if DEFLATED not in data[144:end] or not math.isfinite(max_pixels):
+        return
+    limit = int(max_pixels * 2) + HEADER_ALLOWANCE
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflater.decompress(data[end:], limit)
+    if inflater.unconsumed_tail:
+        raise ImageDecodeError(f"deflated DICOM that inflates to more than {limit / 1e6:.0f} MB, more "
+                               f"than an image of {max_pixels / 1e6:.3g} megapixels needs "
+                               "(PIL.Image.MAX_IMAGE_PIXELS)")
+
+
+def _gray8(data: bytes, max_pixels: float) -> np.ndarray:
     import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut
 
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
-        raise ImageDecodeError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    _check_inflated_size(data, max_pixels)
+    ds = pydicom.dcmread(io.BytesIO(data))
     if "PixelData" not in ds:
         raise ImageDecodeError("DICOM file without pixel data (a report or a structure, not an image)")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric not in ("MONOCHROME1", "MONOCHROME2") or int(ds.get("NumberOfFrames", 1) or 1) != 1:
         raise ImageDecodeError(f"DICOM {photometric} with {ds.get('NumberOfFrames', 1)} frame(s): only "
                                "single-frame grayscale (MONOCHROME1/2) X-rays are read")
+    pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    if pixels > max_pixels:
+        raise ImageDecodeError(f"image is {pixels / 1e6:.3g} megapixels, over the limit of "
+                               f"{max_pixels / 1e6:.3g} megapixels (PIL.Image.MAX_IMAGE_PIXELS, the guard "
+                               "against decompression bombs); downscale it first")
     try:
         stored = ds.pixel_array
     except Exception as exc:  # pydicom raises several types when a codec is missing or data is bad

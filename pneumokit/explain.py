@@ -51,6 +51,7 @@ def write_overlays(out: str | os.PathLike, paths, rows: list[dict], threshold: f
     each row's ``heatmap`` array is replaced by ``file``, the overlay's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    inputs = {os.path.realpath(p) for p in paths}  # never written over, even if in ``out``
     names: set[str] = set()
     for row, path in zip(rows, paths, strict=True):
         heat = row.pop("heatmap", None)
@@ -59,7 +60,7 @@ def write_overlays(out: str | os.PathLike, paths, rows: list[dict], threshold: f
             continue
         stem, k = Path(path).stem, 2
         name = stem + ".png"
-        while name in names:
+        while name in names or os.path.realpath(out / name) in inputs:
             name, k = f"{stem}-{k}.png", k + 1
         names.add(name)
         img = overlay(decode(path, None), heat, caption(row, threshold, method))
@@ -80,6 +81,9 @@ def _scorer(model: str, registry, method: str) -> dict:
         predictor = Predictor(model, providers="cpu", registry=registry)
         if predictor.heatmap_output is not None:
             return _onnx_scorer(predictor, mv)
+    if is_file and method == "grad-cam":
+        raise ConfigError(f"--method grad-cam needs the Keras model: give the registry ref (name:N), not "
+                          f"the ONNX file {model}")
     if is_file:
         raise ConfigError(f"{model} has no heatmap output: export the model with `pneumokit export REF "
                           "--heatmap`, or give the registry ref to explain it with the Keras model")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,7 +109,6 @@ def fit(
     callbacks=(),
     cache: str = "",
     preprocessing: Preprocessing | None = None,
-    build_model: Callable[[], object] | None = None,
     strategy=None,
     jit_compile: bool = False,
 ) -> FitResult:
@@ -126,11 +124,9 @@ def fit(
 
     Parameters
     ----------
-    arch : the architecture (its builder, unless ``build_model`` is given).
+    arch : the architecture, whose builder makes the model.
     config : run settings; ``config.seed`` seeds Keras, shuffling and augmentation.
     preprocessing : the input rule (default: the architecture's at ``config.image_size``).
-    build_model : a zero-argument callable returning a Keras model (compiled or not),
-        used instead of ``arch.build`` — the original project's ``model_func``.
     strategy : a ``tf.distribute`` strategy to build and train under.
     jit_compile : XLA-compile the train step.
     """
@@ -149,10 +145,7 @@ def fit(
     rate = learning_rate_schedule(config, -(-len(train_paths) // config.batch_size),
                                   max(epochs, schedule_epochs or config.epochs))
     with strategy.scope():
-        if build_model is not None:
-            model = build_model()
-        else:
-            model = arch.build_model((pre.height, pre.width, pre.channels), config.options)
+        model = arch.build_model((pre.height, pre.width, pre.channels), config.options)
         compile_model(model, rate, jit_compile)
     cbs = list(callbacks)
     val_ds = None

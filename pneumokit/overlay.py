@@ -15,15 +15,20 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 MAX_SIDE = 1024
+MIN_WIDTH = 512  # smaller images are enlarged, so the caption fits
 OPACITY = 0.6  # at a heatmap value of 1
 
 
 def overlay(gray: np.ndarray, heat: np.ndarray, caption: str) -> Image.Image:
-    """An RGB image: ``gray`` (H, W) uint8 under ``heat`` (h, w) in [0, 1], ``caption`` above."""
+    """An RGB image: ``gray`` (H, W) uint8 under ``heat`` (h, w) in [0, 1], ``caption`` above
+    (at least ``MIN_WIDTH`` pixels wide, at most ``MAX_SIDE`` on its longer side)."""
     from matplotlib import colormaps
 
     img = Image.fromarray(gray)
     img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BILINEAR)
+    if img.width < MIN_WIDTH:
+        img = img.resize((MIN_WIDTH, max(1, round(img.height * MIN_WIDTH / img.width))),
+                         Image.Resampling.BILINEAR)
     heat_img = Image.fromarray(np.asarray(heat, dtype=np.float32))
     stretched = heat_img.resize(img.size, Image.Resampling.BILINEAR)
     h = np.clip(np.asarray(stretched), 0.0, 1.0)[..., None]
@@ -37,6 +42,9 @@ def overlay(gray: np.ndarray, heat: np.ndarray, caption: str) -> Image.Image:
 def _captioned(img: Image.Image, caption: str) -> Image.Image:
     size = max(12, img.width // 40)
     font = ImageFont.load_default(size=size)
+    while size > 8 and font.getlength(caption) > img.width - size:  # shrink until it fits
+        size -= 1
+        font = ImageFont.load_default(size=size)
     bar = size * 2
     out = Image.new("RGB", (img.width, img.height + bar), "black")
     out.paste(img, (0, bar))

@@ -79,7 +79,8 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
             with open(source, "rb") as f:
                 source = io.BytesIO(f.read())
     if isinstance(source, io.BytesIO) and is_dicom(source.getvalue()[:132]):
-        return _sized(Image.fromarray(dicom_to_gray8(source.getvalue())), size)
+        limit = Image.MAX_IMAGE_PIXELS or math.inf  # checked from the header, before decoding
+        return _sized(Image.fromarray(dicom_to_gray8(source.getvalue(), limit)), size)
     try:
         with Image.open(source, formats=IMAGE_FORMATS) as img:
             if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):  # whatever the filters

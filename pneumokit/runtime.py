@@ -100,12 +100,14 @@ class Predictor:
     The file's ``pneumokit.*`` metadata (the contract, docs/onnx.md) is checked
     when it is opened; ``ModelFileError`` names the first key that is wrong.
     ``providers_in_use`` is what the session actually runs on (``session.get_providers()``).
+    ``ref`` is the registry version the file was checked against (``name:N``), or None for a
+    file outside any registry version: its ``model_info`` is then the file's own claim.
     """
 
     def __init__(self, source: str | os.PathLike, providers="auto", registry=None, *, tf32: bool = False):
         import onnxruntime as ort
 
-        path = self._locate(source, registry)
+        path, self.ref = self._locate(source, registry)
         chosen = choose_providers(providers, ort.get_available_providers())
         try:
             options = ort.SessionOptions()
@@ -128,20 +130,20 @@ class Predictor:
         self.model_info = contract["model"]
 
     @staticmethod
-    def _locate(source, registry) -> Path:
+    def _locate(source, registry) -> tuple[Path, str | None]:
         path = Path(source)
         if path.suffix.lower() == ".onnx" or os.sep in str(source):
             why = unreadable(path)
             if why is not None:
                 raise ModelFileError(f"{path}: {why}")
-            return verify_if_registered(path)
+            return path, registered_ref(path)
         from .export import ONNX_FILE
         from .registry import Registry
 
         mv = (registry or Registry()).get(str(source))
         if ONNX_FILE not in mv.metadata.get("artifacts", {}):
             raise RegistryError(f"{mv.ref} has no ONNX file yet: run `pneumokit export {mv.ref}`")
-        return mv.verify(ONNX_FILE)
+        return mv.verify(ONNX_FILE), mv.ref
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (N,) for a preprocessed float32 (N, H, W, C) batch (NaN where the
@@ -225,14 +227,23 @@ def _error_row(name: str, error: str) -> dict:
 def verify_if_registered(path: Path) -> Path:
     """``path``; if it (or the file a link points to) lies in a registry version folder that
     records it, after its sha256 check."""
+    registered_ref(path)
+    return path
+
+
+def registered_ref(path: Path) -> str | None:
+    """The ref (``name:N``) of the registry version folder that records ``path`` (or the file a
+    link points to), after its sha256 check; None when no version records it."""
     real = path.resolve()
     meta_path = real.parent / "metadata.json"
     if not meta_path.is_file():
-        return path
+        return None
     from .registry import ModelVersion, read_metadata
 
     meta = read_metadata(real.parent, str(real.parent))
-    if real.name in meta.get("artifacts", {}):
-        name = meta.get("name", real.parent.parent.name)
-        ModelVersion(name, meta.get("version", 0), real.parent, meta).verify(real.name)
-    return path
+    if real.name not in meta.get("artifacts", {}):
+        return None
+    name = meta.get("name", real.parent.parent.name)
+    mv = ModelVersion(name, meta.get("version", 0), real.parent, meta)
+    mv.verify(real.name)
+    return mv.ref

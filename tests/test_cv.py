@@ -230,11 +230,12 @@ def test_original_api(data, tmp_path):
 
 def test_model_func_must_build_a_new_model_each_time(data, tmp_path):
     from pneumokit import create_gpu_optimized_model
+    from pneumokit.compat import model_func_architecture
 
     shared = create_gpu_optimized_model((32, 32, 1))
     with pytest.raises(ValueError, match="new model on every call"):
         run_cv(CVConfig(**{**TINY, "folds": 2}), data, output=tmp_path / "o", final=False,
-               build_model=lambda: shared, echo=lambda s: None)
+               architecture=model_func_architecture(lambda: shared), echo=lambda s: None)
 
 
 def test_invalid_name_is_refused_before_training(data, tmp_path):

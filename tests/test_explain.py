@@ -1,6 +1,7 @@
 """Heatmaps: class activation maps that mean something, travel inside the ONNX file, and are drawn."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -14,6 +15,7 @@ from pneumokit.ensemble import calibrated, logit_tensor
 from pneumokit.explain import grad_cam_function
 from pneumokit.export import to_onnx
 from pneumokit.heatmap import logit_map, with_heatmap
+from pneumokit.overlay import MIN_WIDTH
 
 SIZE = 128
 
@@ -135,7 +137,7 @@ def test_predict_heatmap_writes_overlays_and_keeps_the_probabilities(exported, t
     assert [r["probability"] for r in a] == [r["probability"] for r in b]
     for row, image in zip(b, images, strict=True):
         with Image.open(row["file"]) as png:
-            assert png.format == "PNG" and png.width == Image.open(image).width
+            assert png.format == "PNG" and png.width == max(MIN_WIDTH, Image.open(image).width)
     refused = run("predict", "plain:1", *images, "--registry", reg, "--heatmap", tmp_path / "p")
     assert refused.exit_code == 1 and "no heatmap output" in refused.output
     assert "export the model with `pneumokit export REF --heatmap`" in refused.output
@@ -212,3 +214,34 @@ def test_onnx_only_example_prints_the_heatmap(exported):
     for row, w in zip(rows, want, strict=True):
         assert abs(float(row[1]) - w["probability"]) < 1e-3 and row[2] == w["label"]
         np.testing.assert_allclose(np.asarray(json.loads(row[3])), w["heatmap"], atol=2e-3)
+
+
+def test_overlays_never_replace_the_input_images(exported, tmp_path):
+    import shutil
+
+    folder = tmp_path / "ow"
+    folder.mkdir()
+    shutil.copy(exported["images"][0], folder / "scan.jpeg")
+    Image.open(exported["images"][1]).save(folder / "scan.png")
+    before = (folder / "scan.png").read_bytes()
+    out = run("predict", "heat:1", folder, "--registry", exported["registry"], "--heatmap", folder, "--json")
+    assert out.exit_code == 0, out.output
+    assert (folder / "scan.png").read_bytes() == before  # the input is untouched
+    files = sorted(Path(r["file"]).name for r in json.loads(out.stdout)["predictions"])
+    assert files == ["scan-2.png", "scan-3.png"]
+
+
+def test_small_images_get_a_readable_caption(exported, tmp_path):
+    from pneumokit.overlay import MIN_WIDTH, caption, overlay
+
+    row = {"label": "PNEUMONIA", "probability": 0.8718}
+    img = overlay(np.zeros((64, 64), np.uint8), np.ones((2, 2)), caption(row, 0.5, "cam"))
+    assert img.width == MIN_WIDTH and img.height > MIN_WIDTH
+
+
+def test_grad_cam_on_an_onnx_file_asks_for_the_ref(exported, tmp_path):
+    onnx_file = exported["registry"] / "heat" / "1" / "model.onnx"
+    out = run("explain", onnx_file, exported["images"][0], "--method", "grad-cam", "--output", tmp_path / "g",
+              "--registry", exported["registry"])
+    assert out.exit_code == 1
+    assert "--method grad-cam needs the Keras model: give the registry ref" in out.output

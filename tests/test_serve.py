@@ -171,3 +171,128 @@ def test_jpeg_bytes_and_files_decode_alike(exported):
 
     image = exported["images"][0]
     assert np.array_equal(decode(image, 64), decode(io.BytesIO(image.read_bytes()).getvalue(), 64))
+
+
+# --- found by a hostile pass -------------------------------------------------------------------
+
+def _broken_dicom(tmp_path, image, **values):
+    import pydicom
+    from pydicom.datadict import dictionary_VR
+
+    gray = np.asarray(Image.open(image).convert("L"))
+    path = write_dicom(tmp_path / "x.dcm", gray)
+    ds = pydicom.dcmread(path)
+    for key, value in values.items():
+        if key not in ds:
+            ds.add_new(key, dictionary_VR(key), None)
+        ds[key]._value = value
+    ds.save_as(tmp_path / "broken.dcm")
+    return tmp_path / "broken.dcm"
+
+
+@pytest.mark.parametrize("values", [{"WindowCenter": "abc"}, {"NumberOfFrames": "x"},
+                                    {"RescaleSlope": "zz", "RescaleIntercept": "0"}])
+def test_a_damaged_dicom_header_is_a_per_file_error(client, exported, tmp_path, values):
+    from pneumokit.cli import main
+
+    bad = _broken_dicom(tmp_path, exported["images"][0], **values)
+    good = exported["images"][0]
+    r = client.post("/v1/predict", files=[("file", ("broken.dcm", bad.read_bytes(), "application/dicom")),
+                                          *files_of([good])])
+    assert r.status_code == 200, r.text
+    broken, ok = r.json()["results"]
+    assert "DICOM" in broken["error"] and ok["label"] is not None
+    out = CliRunner().invoke(main, ["predict", "heat:1", str(bad), "--registry", str(exported["registry"])])
+    assert out.exit_code == 1 and "Traceback" not in out.output and "bug" not in out.output
+
+
+def test_dicom_pixel_limit_is_read_from_the_header(exported, tmp_path, monkeypatch):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from pneumokit.errors import ImageDecodeError
+    from pneumokit.preprocessing import decode
+
+    gray = np.asarray(Image.open(exported["images"][0]).convert("L"))
+    plain = write_dicom(tmp_path / "p.dcm", gray)
+    deflated = write_dicom(tmp_path / "d.dcm", gray, syntax=DeflatedExplicitVRLittleEndian)
+    assert decode(deflated, 16).shape == (16, 16)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a few pixels: both are now "bombs"
+    with pytest.raises(ImageDecodeError, match="megapixels, over the limit"):
+        decode(plain, 16)
+    import pneumokit.dicom as dicom
+
+    monkeypatch.setattr(dicom, "HEADER_ALLOWANCE", 0)  # 100 pixels: 200 bytes may inflate
+    with pytest.raises(ImageDecodeError, match="deflated DICOM that inflates to more than"):
+        decode(deflated, 16)
+
+
+@pytest.mark.parametrize("query", ["heatmap=2", "heatmap=", "heatmap=on"])
+def test_bad_heatmap_values_are_400(client, exported, query):
+    r = client.post(f"/v1/predict?{query}", files=files_of(exported["images"][:1]))
+    assert r.status_code == 400 and "use heatmap=1 or heatmap=0" in r.json()["error"]
+
+
+@pytest.mark.parametrize("method, path, status", [("GET", "/v1/predict", 405), ("POST", "/", 405),
+                                                  ("GET", "/nowhere", 404)])
+def test_unknown_paths_and_methods_answer_in_json(client, method, path, status):
+    r = client.request(method, path)
+    assert r.status_code == status and "the API is GET /health" in r.json()["error"]
+
+
+def test_an_unregistered_copy_reports_no_ref(exported, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.onnx"
+    shutil.copy(exported["registry"] / "heat" / "1" / "model.onnx", copy)
+    info = TestClient(create_app(Predictor(copy, providers="cpu"))).get("/v1/model").json()
+    assert info["ref"] is None and info["exported_as"] == "heat:1"
+
+
+def test_at_most_max_concurrent_requests_are_scored_at_once(predictor, exported):
+    import threading
+    import time
+
+    import anyio
+    import httpx2
+
+    active, peak, lock = [0], [0], threading.Lock()
+    real = predictor.predict_sources
+
+    def slow(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.1)
+        with lock:
+            active[0] -= 1
+        return real(*args, **kwargs)
+
+    body = exported["images"][0].read_bytes()
+    for limit in (1, 3):
+        predictor.predict_sources, peak[0] = slow, 0
+        app = create_app(predictor, max_concurrent=limit)
+
+        async def main(app=app):
+            async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://t") as c:
+                async def post():
+                    r = await c.post("/v1/predict", content=body, headers={"Content-Type": "image/jpeg"})
+                    assert r.status_code == 200
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(6):
+                        tg.start_soon(post)
+        try:
+            anyio.run(main)
+        finally:
+            del predictor.predict_sources
+        assert peak[0] == limit
+
+
+def test_serve_option_errors_are_usage_errors(exported):
+    from pneumokit.cli import main
+
+    reg = ["--registry", str(exported["registry"])]
+    out = CliRunner().invoke(main, ["serve", "heat:1", *reg, "--max-upload-mb", "nan"])
+    assert out.exit_code == 2 and "'nan' is not a number" in out.output.replace("nan is", "'nan' is")
+    out = CliRunner().invoke(main, ["serve", "heat:1", *reg, "--host", ""])
+    assert out.exit_code == 1 and "--host '': give an address" in out.output
