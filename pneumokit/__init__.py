@@ -37,6 +37,7 @@ _LAZY = {
     "SeededAugmentation": "augmentations.layers",
     "GeometricAugmentation": "augmentations.layers",
     "PointwiseAugmentation": "augmentations.layers",
+    "ImageAugmentation": "augmentations.layers",
 }
 
 
