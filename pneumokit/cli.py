@@ -352,22 +352,9 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
                plan, only_fold, skip_bad, jpeg_draft, quiet, as_json):
     """Cross-validate a model (patient-grouped, stratified k-fold) and register a final model."""
     from .config import CVConfig
-    from .cv import fold_from_env, format_table, plan_cv, run_cv, run_fold
+    from .cv import run_cv
     from .progress import progress_enabled
     from .registry import Registry
-
-    if plan and (resume or only_fold):
-        raise click.UsageError("--plan starts a run folder: it cannot take --resume or --only-fold")
-    if only_fold is not None and not resume:
-        raise click.UsageError("--only-fold needs --resume DIR (a folder made with --plan)")
-    if only_fold is not None and (data_dir or options or skip_bad or no_final or name
-                                  or any(v is not None for v in (architecture, folds, epochs, batch_size,
-                                                                 image_size, augment, grouping, ensemble,
-                                                                 learning_rate, lr_schedule, bn_refresh,
-                                                                 threshold_rule, target_sensitivity,
-                                                                 val_fraction, precision, xla, seed))):
-        raise click.UsageError("--only-fold takes every setting from the run folder: give only "
-                               "--resume DIR, --only-fold K and --quiet/--json")
 
     given = {"architecture": architecture, "folds": folds, "epochs": epochs, "batch_size": batch_size,
              "image_size": image_size, "augment": augment, "grouping": grouping,
@@ -375,6 +362,14 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
              "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
              "ensemble": ensemble, "val_fraction": val_fraction, "precision": precision, "xla": xla,
              "seed": seed, "jpeg_draft": jpeg_draft or None}
+    if plan and (resume or only_fold):
+        raise click.UsageError("--plan starts a run folder: it cannot take --resume or --only-fold")
+    if only_fold is not None and not resume:
+        raise click.UsageError("--only-fold needs --resume DIR (a folder made with --plan)")
+    if only_fold is not None and (data_dir or options or skip_bad or no_final or name
+                                  or any(v is not None for v in given.values())):
+        raise click.UsageError("--only-fold takes every setting from the run folder: give only "
+                               "--resume DIR, --only-fold K and --quiet/--json")
     config, overrides = None, None
     if resume is None:
         config = _config(CVConfig, given, options, skip_bad)
@@ -384,33 +379,49 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
         overrides |= {"skip_bad": True} if skip_bad else {}
     notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
     if plan:
-        out = plan_cv(config, data_dir, output=output, registry=Registry(registry_root), name=name,
-                      echo=notices)
-        k = config.folds
-        if as_json:
-            _echo_json({"output": str(out), "folds": k})
-        else:
-            click.echo(f"planned {k} folds in {out}\nrun each fold (any number at once):  pneumokit cv "
-                       f"--resume {out} --only-fold K   (K = 1..{k}, or --only-fold env in a job array)\n"
-                       f"then finish:  pneumokit cv --resume {out}")
-        return
+        return _cv_plan(config, data_dir, output, Registry(registry_root), name, notices, as_json)
     if only_fold is not None:
-        k = fold_from_env(only_fold, os.environ)
-        fold = run_fold(resume, k, progress=progress_enabled(quiet or as_json), echo=notices)
-        summary = {"fold": fold.fold, "images": len(fold.paths), "best_epoch": fold.best_epoch,
-                   "metrics": fold.metrics, "output": str(Path(resume) / "folds" / f"fold_{k}.json")}
-        if as_json:
-            _echo_json(summary)
-        else:
-            click.echo(f"fold {k}: held-out AUC {fold.metrics['auc']:.4f} on {len(fold.paths)} images; "
-                       f"wrote {summary['output']}")
-        return
+        return _cv_one_fold(resume, only_fold, progress_enabled(quiet or as_json), notices, as_json)
     result = run_cv(config, data_dir, output=output, resume=resume, final=not no_final,
                     registry=Registry(registry_root), name=name, overrides=overrides,
                     progress=progress_enabled(quiet or as_json), echo=notices)
     if as_json:
         _echo_json(result.to_dict())
-        return
+    else:
+        _cv_report(result)
+
+
+def _cv_plan(config, data_dir, output, registry, name, notices, as_json) -> None:
+    from .cv import plan_cv
+
+    out = plan_cv(config, data_dir, output=output, registry=registry, name=name, echo=notices)
+    k = config.folds
+    if as_json:
+        _echo_json({"output": str(out), "folds": k})
+    else:
+        click.echo(f"planned {k} folds in {out}\nrun each fold (any number at once):  pneumokit cv "
+                   f"--resume {out} --only-fold K   (K = 1..{k}, or --only-fold env in a job array)\n"
+                   f"then finish:  pneumokit cv --resume {out}")
+
+
+def _cv_one_fold(resume, only_fold, progress: bool, notices, as_json) -> None:
+    from .cv import fold_from_env, run_fold
+
+    k = fold_from_env(only_fold, os.environ)
+    fold = run_fold(resume, k, progress=progress, echo=notices)
+    summary = {"fold": fold.fold, "images": len(fold.paths), "best_epoch": fold.best_epoch,
+               "metrics": fold.metrics, "output": str(Path(resume) / "folds" / f"fold_{k}.json")}
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(f"fold {k}: held-out AUC {fold.metrics['auc']:.4f} on {len(fold.paths)} images; "
+                   f"wrote {summary['output']}")
+
+
+def _cv_report(result) -> None:
+    """The lines ``pneumokit cv`` prints about a finished run."""
+    from .cv import format_table
+
     c = result.config
     click.echo(f"{c.folds}-fold cross-validation of {c.architecture} ({c.grouping}-grouped), "
                f"{len(result.oof)} images, {result.wall_s / 60:.1f} min")

@@ -182,6 +182,58 @@ def _inspect(path: Path) -> dict:
     return row
 
 
+def _split_files(split: str, split_dir: Path, problems: list) -> list[tuple[Path, str, int]]:
+    """``(path, split, label)`` of one split's usable entries; what is wrong goes to ``problems``."""
+    class_dirs = _children(split_dir, CLASS_NAMES)
+    problems += _case_clashes(split_dir, CLASS_NAMES)
+    for child in sorted(split_dir.iterdir()):
+        if _hidden(child):
+            continue
+        if child.is_dir() and child.name.lower() not in {c.lower() for c in CLASS_NAMES}:
+            problems.append(Problem(str(child), f"unknown class folder {child.name!r}: expected "
+                                    f"{' or '.join(CLASS_NAMES)}"))
+        elif child.is_file():
+            problems.append(Problem(str(child), "file outside a class folder"))
+    files = []
+    for label, class_name in enumerate(CLASS_NAMES):
+        class_dir = class_dirs.get(class_name.lower())
+        if class_dir is None:
+            if split == "train":
+                problems.append(Problem(str(split_dir / class_name), f"missing class folder {class_name}/",
+                                        fatal=True))
+            continue
+        images = []
+        for p in (p for p in sorted(class_dir.iterdir()) if not _hidden(p)):
+            reason = _entry_problem(p)
+            if reason is None:
+                images.append(p)
+            else:
+                problems.append(Problem(printable(p), reason))
+        if not images:
+            problems.append(Problem(str(class_dir), "empty class folder: no images", fatal=split == "train"))
+        files += [(p, split, label) for p in images]
+    return files
+
+
+def _index(files, rows, patient_rule, problems: list) -> pd.DataFrame:
+    """The index of the files whose inspection found no problem (the others go to ``problems``)."""
+    records = []
+    for (path, split, label), row in zip(files, rows, strict=True):
+        problem = row.pop("problem")
+        if problem is not None:
+            problems.append(Problem(str(path), problem))
+            continue
+        pid = patient_rule(path.name)
+        records.append({
+            **row, "label": label, "class_name": CLASS_NAMES[label], "split": split,
+            "patient": pid if pid is not None else f"image:{path.stem}",
+            "patient_parsed": pid is not None,
+        })
+    columns = ["path", "label", "class_name", "split", "patient", "patient_parsed", "bytes",
+               "sha256", "width", "height", "mode"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
 def scan(
     data_dir: str | os.PathLike | None = None,
     *,
@@ -214,56 +266,12 @@ def scan(
 
     files: list[tuple[Path, str, int]] = []
     for split, split_dir in split_dirs.items():
-        if split not in wanted:
-            continue
-        class_dirs = _children(split_dir, CLASS_NAMES)
-        problems += _case_clashes(split_dir, CLASS_NAMES)
-        for child in sorted(split_dir.iterdir()):
-            if _hidden(child):
-                continue
-            if child.is_dir() and child.name.lower() not in {c.lower() for c in CLASS_NAMES}:
-                problems.append(Problem(str(child), f"unknown class folder {child.name!r}: expected "
-                                        f"{' or '.join(CLASS_NAMES)}"))
-            elif child.is_file():
-                problems.append(Problem(str(child), "file outside a class folder"))
-        for label, class_name in enumerate(CLASS_NAMES):
-            class_dir = class_dirs.get(class_name.lower())
-            if class_dir is None:
-                if split == "train":
-                    problems.append(Problem(str(split_dir / class_name),
-                                            f"missing class folder {class_name}/", fatal=True))
-                continue
-            entries = [p for p in sorted(class_dir.iterdir()) if not _hidden(p)]
-            images = []
-            for p in entries:
-                reason = _entry_problem(p)
-                if reason is None:
-                    images.append(p)
-                else:
-                    problems.append(Problem(printable(p), reason))
-            if not images:
-                problems.append(Problem(str(class_dir), "empty class folder: no images",
-                                        fatal=split == "train"))
-            files += [(p, split, label) for p in images]
+        if split in wanted:
+            files += _split_files(split, split_dir, problems)
 
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
         rows = list(pool.map(_inspect, [f[0] for f in files]))
-
-    records = []
-    for (path, split, label), row in zip(files, rows, strict=True):
-        problem = row.pop("problem")
-        if problem is not None:
-            problems.append(Problem(str(path), problem))
-            continue
-        pid = patient_rule(path.name)
-        records.append({
-            **row, "label": label, "class_name": CLASS_NAMES[label], "split": split,
-            "patient": pid if pid is not None else f"image:{path.stem}",
-            "patient_parsed": pid is not None,
-        })
-    columns = ["path", "label", "class_name", "split", "patient", "patient_parsed", "bytes",
-               "sha256", "width", "height", "mode"]
-    index = pd.DataFrame.from_records(records, columns=columns)
+    index = _index(files, rows, patient_rule, problems)
     if "train" in split_dirs and "train" in wanted and not any(p.fatal for p in problems):
         present = set(index.loc[index["split"] == "train", "label"])
         for label, class_name in enumerate(CLASS_NAMES):

@@ -121,6 +121,49 @@ def load_images(paths: Sequence[str], pre: Preprocessing, cache: str = "") -> np
     return np.load(target, mmap_mode="r")
 
 
+def _decoded(paths: list[str], preprocessing: Preprocessing, cache: str, images) -> np.ndarray:
+    """The uint8 (N, H, W, 1) cache: ``images`` checked against the rule, or ``paths`` decoded."""
+    if not paths:
+        raise ConfigError("no images to build a dataset from")
+    cached = load_images(paths, preprocessing, cache) if images is None else images
+    height, width = preprocessing.height, preprocessing.width
+    if cached.dtype != np.uint8 or cached.shape[1:] != (height, width, 1) or len(cached) != len(paths):
+        raise ConfigError(f"images: expected uint8 ({len(paths)}, {height}, {width}, 1) decoded by the "
+                         f"preprocessing, got {cached.dtype} {tuple(cached.shape)}")
+    return cached
+
+
+def _to_input(cached: np.ndarray, layers: list, seedable: list[bool], preprocessing: Preprocessing):
+    """``(indices, batch_seed) -> model input``: fused when the layers allow it, else layer by layer.
+
+    Without augmentation, TensorFlow's cast and normalise are faster than a lookup
+    table (measured at 224 px), so only augmented batches go through OpenCV.
+    """
+    import tensorflow as tf
+
+    height, width = preprocessing.height, preprocessing.width
+    if layers and FusedAugmentation.supports(layers):
+        fused = FusedAugmentation(layers, preprocessing)
+
+        # Fast path: the built-ins' random draws in the graph, the pixels in one
+        # OpenCV pass per image (see fused.py).
+        def fused_input(idx, batch_seed):
+            maps, params, image_params = fused.draw(tf.size(idx), height, width, batch_seed)
+            x = tf.numpy_function(lambda i, m, p, q: fused.apply(cached, i, m, p, q),
+                                  [idx, maps, params, image_params], tf.float32, stateful=False)
+            return tf.ensure_shape(x, (None, height, width, preprocessing.channels))
+        return fused_input
+
+    def layered_input(idx, batch_seed):
+        x = tf.numpy_function(lambda i: np.ascontiguousarray(cached[i]), [idx], tf.uint8, stateful=False)
+        x = tf.cast(tf.ensure_shape(x, (None, height, width, 1)), tf.float32)
+        seeds = layer_seeds(batch_seed, len(layers)) if layers else []
+        for k, layer in enumerate(layers):
+            x = layer(x, training=True, seed=seeds[k]) if seedable[k] else layer(x, training=True)
+        return preprocessing.normalize(x)
+    return layered_input
+
+
 def make_dataset(
     paths: Sequence[str],
     labels: Sequence[int] | None,
@@ -164,39 +207,11 @@ def make_dataset(
 
     autotune = tf.data.AUTOTUNE
     paths = [str(p) for p in paths]
-    if not paths:
-        raise ConfigError("no images to build a dataset from")
-    cached = load_images(paths, preprocessing, cache) if images is None else images
-    height, width = preprocessing.height, preprocessing.width
-    if cached.dtype != np.uint8 or cached.shape[1:] != (height, width, 1) or len(cached) != len(paths):
-        raise ConfigError(f"images: expected uint8 ({len(paths)}, {height}, {width}, 1) decoded by the "
-                         f"preprocessing, got {cached.dtype} {tuple(cached.shape)}")
+    cached = _decoded(paths, preprocessing, cache, images)
     layers = list(augmentations) if training else []
     augment = bool(layers)
     seedable = [_takes_seed(layer) for layer in layers]
-    # Without augmentation, TensorFlow's cast and normalise are faster than a
-    # lookup table (measured at 224 px), so only augmented batches go through OpenCV.
-    fused = None
-    if augment and FusedAugmentation.supports(layers):
-        fused = FusedAugmentation(layers, preprocessing)
-
-    if fused is not None:
-        # Fast path: the built-ins' random draws in the graph, the pixels in one
-        # OpenCV pass per image (see fused.py).
-        def to_input(idx, batch_seed):
-            maps, params, image_params = fused.draw(tf.size(idx), height, width, batch_seed)
-            x = tf.numpy_function(lambda i, m, p, q: fused.apply(cached, i, m, p, q),
-                                  [idx, maps, params, image_params], tf.float32, stateful=False)
-            return tf.ensure_shape(x, (None, height, width, preprocessing.channels))
-    else:
-        def to_input(idx, batch_seed):
-            x = tf.numpy_function(lambda i: np.ascontiguousarray(cached[i]), [idx], tf.uint8,
-                                  stateful=False)
-            x = tf.cast(tf.ensure_shape(x, (None, height, width, 1)), tf.float32)
-            seeds = layer_seeds(batch_seed, len(layers)) if layers else []
-            for k, layer in enumerate(layers):
-                x = layer(x, training=True, seed=seeds[k]) if seedable[k] else layer(x, training=True)
-            return preprocessing.normalize(x)
+    to_input = _to_input(cached, layers, seedable, preprocessing)
 
     # Seedable layers get a per-batch seed from a seeded stream, so batches can
     # be augmented in parallel and still repeat exactly. Layers that keep their

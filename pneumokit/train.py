@@ -104,22 +104,28 @@ def train(
         skipped=[p.to_dict() for p in skipped],
     )
     with registry.staging(name) as tmp:
-        history_csv = Path(tmp) / "history.csv"
-        fitted.history.to_csv(history_csv, index=False)
+        artifacts = _artifacts(Path(tmp), fitted, arch.name, metrics, threshold, y_val, prob, temperature)
         from .ensemble import calibrated
-        from .plots import confusion, reliability_diagram, training_curves
 
-        curves = training_curves([fitted.history], Path(tmp) / "training_curves.png", [arch.name])
-        cm = confusion(metrics["validation"]["confusion_matrix"], Path(tmp) / "confusion.png",
-                       CLASS_NAMES, f"validation, threshold {threshold:.3f}")
-        reliability = reliability_diagram(y_val, fitted.val_prob, prob, Path(tmp) / "reliability.png",
-                                          f"validation split, temperature {temperature:.3f}")
         model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
-        version = registry.save(name, model, meta, artifacts={
-            "history.csv": history_csv, "plots/training_curves.png": curves,
-            "plots/confusion.png": cm, "plots/reliability.png": reliability,
-            TRAINING_IMAGES: training_images(index),
-        })
+        version = registry.save(name, model, meta,
+                                artifacts={**artifacts, TRAINING_IMAGES: training_images(index)})
     return TrainResult(version=version, metrics=metrics, threshold=threshold,
                        best_epoch=fitted.best_epoch, threshold_rule=rule, calibration=calibration,
                        skipped=skipped)
+
+
+def _artifacts(tmp: Path, fitted, label: str, metrics: dict, threshold: float, y_val, prob,
+               temperature: float) -> dict:
+    """The history and the plots of a training run, written in ``tmp`` for the registry."""
+    from .plots import confusion, reliability_diagram, training_curves
+
+    history_csv = tmp / "history.csv"
+    fitted.history.to_csv(history_csv, index=False)
+    curves = training_curves([fitted.history], tmp / "training_curves.png", [label])
+    cm = confusion(metrics["validation"]["confusion_matrix"], tmp / "confusion.png", CLASS_NAMES,
+                   f"validation, threshold {threshold:.3f}")
+    reliability = reliability_diagram(y_val, fitted.val_prob, prob, tmp / "reliability.png",
+                                      f"validation split, temperature {temperature:.3f}")
+    return {"history.csv": history_csv, "plots/training_curves.png": curves, "plots/confusion.png": cm,
+            "plots/reliability.png": reliability}
