@@ -163,11 +163,13 @@ def plugin_group() -> None:
 def plugin_new(name, directory):
     """Write a ready plugin distribution pneumokit-NAME/: an architecture, an augmentation, tests
     that run pneumokit's contract checks (pneumokit.testing), a README."""
+    import shlex
+
     from .scaffold import names, new_plugin
 
     target = new_plugin(name, directory)
     click.echo(f"wrote {target}/ (distribution {names(name)['dist']}); next:\n"
-               f"  pip install -e '{target}[test]'\n  pytest {target}")
+               f"  pip install -e {shlex.quote(f'{target}[test]')}\n  pytest {shlex.quote(str(target))}")
 
 
 @main.group("data")

@@ -83,7 +83,8 @@ def model_func_architecture(model_func: Callable[[], object]) -> Architecture:
     return Architecture(name=known.name if known else "model_func", build=build, image_size=int(height),
                         channels=int(channels), preprocessing=known.preprocessing if known else "unit",
                         description=f"model_func {getattr(model_func, '__name__', 'callable')}",
-                        plugin="model_func")
+                        plugin=known.plugin if known else "model_func",
+                        plugin_version=known.plugin_version if known else "")
 
 
 def perform_optimized_cross_validation(
@@ -118,10 +119,12 @@ def perform_optimized_cross_validation(
 
     run_keys = {"output", "registry", "name", "final", "progress", "resume", "echo"}
     run_kwargs = {k: options.pop(k) for k in list(options) if k in run_keys}
-    arch = model_func_architecture(model_func or create_gpu_optimized_model)
+    model_func = model_func or create_gpu_optimized_model
+    arch = model_func_architecture(model_func)
     config = CVConfig(architecture=arch.name, folds=n_splits, epochs=epochs, batch_size=batch_size, **options)
     run_kwargs.setdefault("name", arch.name)
-    result = run_cv(config, data_dir, architecture=arch, **run_kwargs)
+    result = run_cv(config, data_dir, architecture=arch,
+                    metadata={"model_func": getattr(model_func, "__name__", "callable")}, **run_kwargs)
     cv_results = {
         "folds": [{"fold": f.fold, "metrics": f.metrics, "best_epoch": f.best_epoch,
                    "history": f.history} for f in result.folds],

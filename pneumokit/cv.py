@@ -153,6 +153,7 @@ class _Run:
     strategy: object
     pre: Preprocessing
     planned: bool
+    metadata: dict = field(default_factory=dict)  # extra keys for the registered model's metadata
 
 
 def plan_cv(config: CVConfig | None = None, data_dir: str | os.PathLike | None = None, *,
@@ -208,6 +209,7 @@ def run_cv(
     name: str | None = None,
     progress: bool = False,
     architecture: Architecture | None = None,
+    metadata: dict | None = None,
     echo: Callable[[str], None] = print,
     overrides: dict | None = None,
 ) -> CVResult:
@@ -228,6 +230,7 @@ def run_cv(
     progress : tqdm bars for folds and epochs.
     architecture : an ``Architecture`` record used instead of the catalog's
         ``config.architecture`` (``compat`` wraps the original ``model_func`` in one).
+    metadata : extra keys recorded in the registered model's metadata.
     echo : where the one-line notices go (device choice, leakage warning, skipped files).
     overrides : with ``resume`` and no ``config``: settings given again (e.g. on the command
         line), checked against the run's own; equal ones are accepted.
@@ -238,6 +241,7 @@ def run_cv(
     started = time.perf_counter()
     run = _open(config, data_dir, output=output, resume=resume, final=final, registry=registry,
                 name=name, architecture=architecture, echo=echo, overrides=overrides)
+    run.metadata = dict(metadata or {})
     config, out = run.config, run.out
     missing = [k for k in range(1, config.folds + 1) if not _fold_done(run, k)]
     if run.planned and missing:
@@ -294,6 +298,9 @@ def _open(config, data_dir, *, output, resume, final, registry, name, architectu
         name = name or saved.get("name")
         planned = bool(saved.get("planned"))
     config = config or CVConfig()
+    if architecture is None and config.architecture == "model_func":
+        raise ResumeError(f"{resume or 'this run'} was started from Python with a model_func: resume it "
+                          "there, with perform_optimized_cross_validation(..., model_func=..., resume=DIR)")
     arch = architecture or catalog.architecture(config.architecture)
     name = validate_name(name or arch.name)  # before hours of training, not after
     arch.check_options(config.options)
@@ -460,7 +467,7 @@ def _final_model(run: _Run, cv: CVResult, plots: list[Path], progress: bool):
                "images_per_fold": [len(f.paths) for f in cv.folds],
                "best_epochs": [f.best_epoch for f in cv.folds]},
         skipped=[p.to_dict() for p in run.scan.problems],
-        **trained,
+        **trained, **run.metadata,
     )
     artifacts |= {"cv.csv": out / "cv.csv", "oof.csv": out / "oof.csv", "folds.csv": out / "folds.csv",
                   TRAINING_IMAGES: training_images(index), **{f"plots/{p.name}": p for p in plots}}

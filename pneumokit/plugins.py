@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -67,7 +68,8 @@ class LoadedPlugins:
 
 
 def _normalize(dist_name: str) -> str:
-    return dist_name.lower().replace("_", "-").replace(".", "-")
+    """PEP 503: runs of ``-``, ``_`` and ``.`` are one ``-``; case does not count."""
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
 
 
 def allowed_plugins(value: str | None) -> set[str] | None:

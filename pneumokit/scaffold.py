@@ -5,24 +5,28 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
 
 from . import __version__
-from .catalog import NAME_RE
 from .errors import ConfigError
 
 TEMPLATE = "templates/plugin"
 RESERVED = ("pneumokit", "example")
+# a lowercase identifier whose underscores separate words, so "pneumokit-" + name with "-" for
+# "_" is a valid distribution name (no "--", no trailing "-")
+PLUGIN_NAME = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
 
 
 def names(name: str) -> dict[str, str]:
     """The template's placeholders for plugin ``name``: name, dist, package, pneumokit_version."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in RESERVED:
-        raise ConfigError(f"plugin name {name!r}: use a lowercase identifier (letters, digits, underscores, "
-                          "starting with a letter), not 'pneumokit' or 'example', e.g. 'chestnet'")
+    if not isinstance(name, str) or not PLUGIN_NAME.fullmatch(name) or name in RESERVED:
+        raise ConfigError(f"plugin name {name!r}: use lowercase letters and digits, words joined by "
+                          "single underscores, starting with a letter; not 'pneumokit' or 'example'. "
+                          "E.g. 'chestnet'")
     return {"name": name, "dist": "pneumokit-" + name.replace("_", "-"), "package": "pneumokit_" + name,
             "pneumokit_version": __version__.split("+")[0]}
 
@@ -31,6 +35,7 @@ def new_plugin(name: str, directory: str | os.PathLike = ".") -> Path:
     """Write the plugin distribution ``DIRECTORY/pneumokit-NAME`` and return its folder. It is
     written to a temporary folder beside it and renamed into place: never half-written."""
     values = names(name)
+    _check_free(name)
     parent = Path(directory)
     target = parent / values["dist"]
     if target.exists() or target.is_symlink():
@@ -48,6 +53,18 @@ def new_plugin(name: str, directory: str | os.PathLike = ".") -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _check_free(name: str) -> None:
+    """The records the template registers must not clash with installed ones."""
+    from .plugins import get_catalog
+
+    catalog = get_catalog()
+    taken = [n for n in (f"{name}_cnn", f"{name}_exposure")
+             if n in catalog.architectures or n in catalog.augmentations]
+    if taken:
+        raise ConfigError(f"plugin name {name!r}: its records {', '.join(taken)} would clash with installed "
+                          "ones (see `pneumokit list-models`); choose another name")
 
 
 def _render(source, dest: Path, values: dict[str, str]) -> None:

@@ -86,16 +86,29 @@ def _float32_probability(arch, size):
 
 
 def _arch_mixed_precision(arch, size):
-    import keras
-
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with _mixed_precision():
         model = _build(arch, size)
-        assert model.output.dtype == "float32", (
-            f"{arch.name}: output is {model.output.dtype} under mixed_float16; give the last layer "
-            "dtype='float32'")
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+        out = model(_inputs(arch, size), training=False)
+        assert model.output.dtype == "float32" and out.dtype == "float32", (
+            f"{arch.name}: output is {out.dtype} under mixed_float16; give the last layer dtype='float32'")
+        p = np.asarray(out)
+        assert np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1)), (
+            f"{arch.name}: outputs {p.ravel()[:4]} under mixed_float16 are not probabilities in [0, 1]")
+
+
+class _mixed_precision:
+    """A mixed_float16 global policy for the block; the previous one afterwards."""
+
+    def __enter__(self):
+        import keras
+
+        self.previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    def __exit__(self, *exc):
+        import keras
+
+        keras.mixed_precision.set_global_policy(self.previous)
 
 
 def _trains(arch, size):
@@ -152,14 +165,20 @@ def _exports_to_onnx(arch, size):
 def augmentation_checks(aug) -> list[tuple[str, Callable[[], None]]]:
     """``(name, check)`` pairs for one ``Augmentation`` record (the seed checks only where a
     seed can be given; the fused check only for layers the fused path takes)."""
+    try:
+        layer = _layer(aug)
+    except Exception as exc:  # a failing builder is one failing check, not a broken test module
+        def builds(exc=exc):
+            raise AssertionError(f"{aug.name}: its builder fails ({type(exc).__name__}: {exc})") from exc
+        return [("builds", builds)]
     checks = [("keeps_shape_dtype_and_range", _keeps_contract), ("identity_at_inference", _identity),
               ("float32_under_mixed_precision", _aug_mixed_precision), ("saves_and_reloads", _aug_saves),
-              ("pipeline_repeats_with_a_seed", _pipeline_repeats)]
+              ("pipeline_draws_anew_and_repeats_with_a_seed", _pipeline_repeats)]
     if _takes_seed(aug):
         checks.append(("seed_repeats", _seed_repeats))
-    if "seed" in inspect.signature(_layer(aug).call).parameters:
+    if "seed" in inspect.signature(layer.call).parameters:
         checks.append(("per_call_seed_is_stateless", _per_call_seed))
-    if _fusable(aug):
+    if _fusable(layer):
         checks.append(("fused_matches_layer", _fused_matches))
     return [(name, lambda fn=fn: fn(aug)) for name, fn in checks]
 
@@ -205,14 +224,11 @@ def _identity(aug):
 def _aug_mixed_precision(aug):
     import keras
 
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with _mixed_precision():
         layer = _layer(aug)
         for training in (True, False):
-            dtype = layer(_images(), training=training).dtype
+            dtype = keras.backend.standardize_dtype(layer(_images(), training=training).dtype)
             assert dtype == "float32", f"{aug.name}: gives {dtype} under mixed_float16 (training={training})"
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def _seed_repeats(aug):
@@ -238,7 +254,8 @@ def _aug_saves(aug):
 
     images = _images()
     inputs = keras.Input((AUG_SIZE, AUG_SIZE, 1))
-    model = keras.Model(inputs, _layer(aug)(inputs))
+    layer = _layer(aug)
+    model = keras.Model(inputs, layer(inputs))
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp) / "aug.keras")
         try:
@@ -248,11 +265,22 @@ def _aug_saves(aug):
                                  "it with keras.saving.register_keras_serializable") from exc
     assert np.array_equal(restored.predict(images, verbose=0), images.numpy()), (
         f"{aug.name}: the reloaded layer is not identity at inference")
+    again = restored.layers[-1]
+    config, config_again = layer.get_config(), again.get_config()
+    lost = sorted(k for k in config if k != "name" and config_again.get(k) != config[k])
+    assert not lost, f"{aug.name}: get_config does not bring back {', '.join(lost)} after a reload"
+    if "seed" in inspect.signature(layer.call).parameters:  # the same draw: the same settings
+        import tensorflow as tf
+
+        seed = tf.constant([3, 4], tf.int64)
+        a, b = (np.asarray(x(images, training=True, seed=seed)) for x in (layer, again))
+        assert np.array_equal(a, b), (f"{aug.name}: the reloaded layer augments differently with the same "
+                                      "seed: get_config misses a setting")
 
 
 def _pipeline_repeats(aug):
-    """In pneumokit's input pipeline (fused or layer by layer), a run's seed repeats its epochs
-    exactly, and each epoch draws anew."""
+    """In pneumokit's input pipeline (fused or layer by layer), each epoch augments every image
+    anew, and a run's seed repeats its epochs exactly."""
     from .pipeline import make_dataset
     from .preprocessing import Preprocessing
 
@@ -261,13 +289,19 @@ def _pipeline_repeats(aug):
 
     def epochs(seed):
         layers = [_layer(aug, seed=seed)]
-        ds = make_dataset([f"x{i}.png" for i in range(8)], None, pre, batch_size=4, training=True,
-                          augmentations=layers, seed=seed, images=cached)
-        return [np.concatenate([np.asarray(b) for b in ds]) for _epoch in range(2)]
+        ds = make_dataset([f"x{i}.png" for i in range(8)], list(range(8)), pre, batch_size=4,
+                          training=True, augmentations=layers, seed=seed, images=cached)
+        out = []
+        for _epoch in range(2):  # each epoch's images in index order: the shuffle undone
+            batches = [(np.asarray(x), np.asarray(y)) for x, y in ds]
+            x, y = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+            out.append(x[np.argsort(y)])
+        return out
 
     first, again = epochs(1), epochs(1)
-    assert not np.array_equal(first[0], first[1]), (
-        f"{aug.name}: two epochs of the pipeline drew the same images")
+    same = [i for i in range(8) if np.array_equal(first[0][i], first[1][i])]
+    assert len(same) < 8, (
+        f"{aug.name}: the second epoch gave every image exactly as the first: no random draw")
     for a, b in zip(first, again, strict=True):
         assert np.array_equal(a, b), f"{aug.name}: the same seed gave different epochs in the input pipeline"
 
@@ -281,10 +315,10 @@ def _smooth_images(n: int = 6) -> np.ndarray:
     return np.clip(np.stack(out), 0, 255).astype(np.uint8)[..., None]
 
 
-def _fusable(aug) -> bool:
+def _fusable(layer) -> bool:
     from .fused import FusedAugmentation
 
-    return FusedAugmentation.supports([_layer(aug)])
+    return FusedAugmentation.supports([layer])
 
 
 def _fused_matches(aug):
@@ -312,16 +346,20 @@ def _fused_matches(aug):
 def plugin_checks(dist_name: str) -> list[tuple[str, Callable[[], None]]]:
     """``(id, check)`` for every record the distribution ``dist_name`` registers; a plugin that
     fails to load, or registers nothing, gives one check that fails saying so."""
-    from .plugins import load_plugins
+    from .plugins import _normalize, load_plugins
 
+    if _normalize(dist_name) not in _installed():
+        return [_failing(f"{dist_name}:loads", f"plugin {dist_name}: no installed distribution has that "
+                         "name; pip install it (e.g. pip install -e .)")]
     loaded = load_plugins(load=[dist_name])
-    info = next((p for p in loaded.plugins if p.name == dist_name), None)
+    info = next((p for p in loaded.plugins if _normalize(p.name) == _normalize(dist_name)), None)
     if info is None or info.error:
-        why = info.error if info else "no such plugin distribution is installed"
-
-        def failed():
-            raise AssertionError(f"plugin {dist_name}: {why}")
-        return [(f"{dist_name}:loads", failed)]
+        why = info.error if info else "it has no entry point in the 'pneumokit' group"
+        return [_failing(f"{dist_name}:loads", f"plugin {dist_name}: {why}")]
+    if not info.architectures and not info.augmentations:
+        return [_failing(f"{dist_name}:registers", f"plugin {dist_name} loads but registers nothing: are "
+                         "its hooks decorated with @pneumokit.hookimpl and named register_architectures / "
+                         "register_augmentations?")]
     out = []
     for name in info.architectures:
         arch = loaded.catalog.architecture(name)
@@ -330,6 +368,20 @@ def plugin_checks(dist_name: str) -> list[tuple[str, Callable[[], None]]]:
         aug = loaded.catalog.augmentation(name)
         out += [(f"augmentation:{name}:{check}", fn) for check, fn in augmentation_checks(aug)]
     return out
+
+
+def _installed() -> set[str]:
+    from importlib import metadata
+
+    from .plugins import _normalize
+
+    return {_normalize(d.metadata["Name"] or "") for d in metadata.distributions()}
+
+
+def _failing(name: str, message: str):
+    def check():
+        raise AssertionError(message)
+    return name, check
 
 
 def parametrize_plugin(dist_name: str):

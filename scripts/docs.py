@@ -10,7 +10,7 @@ Every ```console block carries a marker on the line before it:
                                   run, a timing, a server session); WHY says which.
 
     python scripts/docs.py --check    # exit 1 naming every block that differs or has no marker
-    python scripts/docs.py --update   # rewrite the output of the `run` blocks
+    python scripts/docs.py --update   # rewrite the output of the `run` blocks that differ
 
 In a block's output, ``[...]`` matches any text within a line, and a line that is only
 ``[...]`` matches any number of lines; TensorFlow's start-up notices (absl, oneDNN) are left
@@ -33,25 +33,29 @@ ROOT = Path(__file__).resolve().parents[1]
 FILES = ["README.md", "plugins/pneumokit-example/README.md",
          *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"^<!-- docs: (run(?: [A-Z_]+=\S*)*|recorded .+?) -->$")
-BLOCK = re.compile(r"(?P<marker>^[^\n]*\n)?```console\n(?P<body>.*?)^```$", re.S | re.M)
+BLOCK = re.compile(r"(?P<marker>^[^\n]*\n)?[ \t]*```console\n(?P<body>.*?)^[ \t]*```$", re.S | re.M)
 
 
-def commands(body: str) -> list[tuple[str, str]]:
-    """``(command, expected output)`` pairs of a console block (``\\``-continued lines joined)."""
-    out: list[tuple[str, list[str]]] = []
-    lines = body.splitlines()
-    i = 0
+def commands(body: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """The text before the first command, and ``(command, raw command lines, expected output)``
+    per ``$ `` line of a console block (``\\``-continued lines joined in the command)."""
+    lines = body.split("\n")
+    first = next((i for i, line in enumerate(lines) if line.startswith("$ ")), len(lines))
+    out: list[list] = []
+    i = first
     while i < len(lines):
-        if lines[i].startswith("$ "):
-            cmd = lines[i][2:]
-            while cmd.endswith("\\") and i + 1 < len(lines):
-                i += 1
-                cmd = cmd[:-1] + " " + lines[i].strip()
-            out.append((cmd, []))
-        elif out:
-            out[-1][1].append(lines[i])
+        start = i
+        cmd = lines[i][2:]
+        while cmd.endswith("\\") and i + 1 < len(lines):
+            i += 1
+            cmd = cmd[:-1] + " " + lines[i].strip()
+        raw, expected = "\n".join(lines[start:i + 1]), []
         i += 1
-    return [(cmd, "\n".join(expected).rstrip("\n")) for cmd, expected in out]
+        while i < len(lines) and not lines[i].startswith("$ "):
+            expected.append(lines[i])
+            i += 1
+        out.append((cmd, raw, "\n".join(expected).rstrip("\n")))
+    return "\n".join(lines[:first]), out
 
 
 # TensorFlow's C++ start-up notices on stderr, which no setting silences; the docs leave them out
@@ -59,10 +63,15 @@ TF_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog"
                       r"|I0000 .*\] oneDNN custom operations)")
 
 
-def run(cmd: str, env: dict, root: Path = ROOT) -> str:
-    done = subprocess.run(["bash", "-c", cmd], cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    lines = (done.stdout + done.stderr).splitlines()
-    return "\n".join(line.rstrip() for line in lines if not TF_NOISE.match(line)).rstrip("\n")
+def run(cmd: str, env: dict, root: Path = ROOT) -> tuple[int, str]:
+    """Exit status and output (stdout and stderr as they came) of ``cmd`` run by bash in ``root``."""
+    try:
+        done = subprocess.run(["bash", "-c", cmd], cwd=root, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=300)  # in order, as on a terminal
+    except subprocess.TimeoutExpired:
+        return -1, "(timed out after 300 s)"
+    lines = [line.rstrip() for line in done.stdout.splitlines() if not TF_NOISE.match(line)]
+    return done.returncode, "\n".join(lines).rstrip("\n")
 
 
 def matches(expected: str, actual: str) -> bool:
@@ -71,8 +80,8 @@ def matches(expected: str, actual: str) -> bool:
         if line.strip() == "[...]":
             parts.append("(?:[^\n]*\n)*?")
         else:
-            parts.append(".*?".join(re.escape(p) for p in line.rstrip().split("[...]")) + "\n")
-    return re.fullmatch("".join(parts), actual + "\n", re.S) is not None
+            parts.append("[^\n]*?".join(re.escape(p) for p in line.rstrip().split("[...]")) + "\n")
+    return re.fullmatch("".join(parts), actual + "\n") is not None
 
 
 def blocks(text: str):
@@ -82,31 +91,41 @@ def blocks(text: str):
 
 
 def process(path: Path, env: dict, update: bool, root: Path = ROOT) -> list[str]:
-    """Problems in ``path`` (and, with ``update``, its run blocks rewritten); commands run in
-    ``root``."""
+    """Problems in ``path`` (and, with ``update``, the output of its run blocks that differ
+    rewritten); commands run in ``root``."""
     text = path.read_text(encoding="utf-8")
     problems, pieces, last = [], [], 0
     for m, marker in blocks(text):
-        line = text.count("\n", 0, m.start("body"))
+        where = f"{path.relative_to(root)}:{text.count(chr(10), 0, m.start('body'))}"
         if marker is None:
-            problems.append(f"{path.relative_to(root)}:{line}: console block without a "
-                            "<!-- docs: run --> or <!-- docs: recorded WHY --> marker")
+            problems.append(f"{where}: console block without a <!-- docs: run --> or "
+                            "<!-- docs: recorded WHY --> marker")
             continue
         if not marker.group(1).startswith("run"):
             continue
         block_env = {**env, **dict(kv.split("=", 1) for kv in marker.group(1).split()[1:])}
-        new_body = []
-        for cmd, expected in commands(m.group("body")):
-            actual = run(cmd, block_env, root)
-            if not matches(expected, actual):
-                problems.append(f"{path.relative_to(root)}:{line}: `{cmd}` prints something else now:\n"
-                                + "\n".join(f"    | {a}" for a in actual.splitlines()[:40]))
-            new_body.append(f"$ {cmd}\n" + (f"{actual}\n" if actual else ""))
-        pieces += [text[last:m.start("body")], "".join(new_body)]
+        head, cmds = commands(m.group("body"))
+        if not cmds:
+            problems.append(f"{where}: a run block without a `$ ` command")
+        body = [head] if head else []
+        for cmd, raw, expected in cmds:
+            status, actual = run(cmd, block_env, root)
+            if status != 0:
+                problems.append(f"{where}: `{cmd}` exited {status} (a run block's commands must exit 0; "
+                                f"show a failure with `; echo \"exit $?\"`):\n" + _quoted(actual))
+            elif not matches(expected, actual):
+                problems.append(f"{where}: `{cmd}` prints something else now:\n" + _quoted(actual))
+            shown = expected if status != 0 or matches(expected, actual) else actual
+            body.append(raw + ("\n" + shown if shown else ""))
+        pieces += [text[last:m.start("body")], "\n".join(body) + "\n"]
         last = m.end("body")
     if update and pieces:
         path.write_text("".join(pieces) + text[last:], encoding="utf-8")
     return problems
+
+
+def _quoted(text: str) -> str:
+    return "\n".join(f"    | {a}" for a in text.splitlines()[:40])
 
 
 def main() -> int:

@@ -226,6 +226,9 @@ def test_original_api(data, tmp_path):
     assert 0 <= cv_results["mean"]["auc"] <= 1
     final_model.save(tmp_path / "pneumonia_model.keras")
     assert (tmp_path / "pneumonia_model.keras").stat().st_size > 0
+    meta = Registry(tmp_path / "r").get("cnn_optimized").metadata
+    assert meta["model_func"] == "<lambda>"
+    assert meta["architecture"]["name"] == "cnn_optimized" and meta["architecture"]["plugin"] == "pneumokit"
 
 
 def test_model_func_must_build_a_new_model_each_time(data, tmp_path):

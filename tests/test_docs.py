@@ -26,3 +26,28 @@ def test_the_checker_catches_a_changed_output(tmp_path):
     assert "`echo hello` prints something else now" in problem and "| hello" in problem
     assert docs.matches("a [...] c\n[...]\nend", "a b c\nx\ny\nend")
     assert not docs.matches("a [...] c", "a b d")
+
+
+def test_a_failing_command_or_an_empty_run_block_is_a_problem(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import docs
+
+    doc = tmp_path / "x.md"
+    doc.write_text("<!-- docs: run -->\n```console\n$ echo 1 passed; false\n[...] passed\n```\n\n"
+                   "<!-- docs: run -->\n```console\nnothing to run\n```\n")
+    failed, empty = docs.process(doc, {"PATH": "/usr/bin:/bin"}, update=False, root=tmp_path)
+    assert "`echo 1 passed; false` exited 1" in failed and "without a `$ ` command" in empty
+    assert not docs.matches("[...] passed in [...]", "1 failed\n27 passed in 3s")  # one line only
+
+
+def test_update_keeps_what_matches_and_rewrites_what_differs(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import docs
+
+    doc = tmp_path / "x.md"
+    doc.write_text("intro\n<!-- docs: run -->\n```console\n$ echo one \\\n  two\none [...]\n"
+                   "$ echo new\nold\n```\nend\n")
+    assert len(docs.process(doc, {"PATH": "/usr/bin:/bin"}, update=True, root=tmp_path)) == 1
+    assert doc.read_text() == ("intro\n<!-- docs: run -->\n```console\n$ echo one \\\n  two\none [...]\n"
+                               "$ echo new\nnew\n```\nend\n")
+    assert docs.process(doc, {"PATH": "/usr/bin:/bin"}, update=False, root=tmp_path) == []

@@ -38,8 +38,11 @@ def test_new_plugin_installs_and_passes_its_own_tests(tmp_path):
 
 
 @pytest.mark.parametrize("name, words", [
-    ("Bad-Name", "use a lowercase identifier"),
+    ("Bad-Name", "use lowercase letters and digits"),
+    ("net_", "use lowercase letters and digits"),
+    ("my__net", "use lowercase letters and digits"),
     ("pneumokit", "not 'pneumokit' or 'example'"),
+    ("tiny", "its records tiny_cnn would clash with installed ones"),
 ])
 def test_bad_names_are_one_line(tmp_path, name, words):
     out = CliRunner().invoke(main, ["plugin", "new", name, "--dir", str(tmp_path)])
