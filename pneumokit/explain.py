@@ -138,6 +138,7 @@ def grad_cam_function(model):
     import tensorflow as tf
 
     from .ensemble import logit_tensor
+    from .heatmap import scaled
 
     maps = [layer for layer in model.layers if _rank(layer) == 4]
     if not maps:
@@ -155,9 +156,8 @@ def grad_cam_function(model):
                 logit = tf.math.log(p) - tf.math.log1p(-p)
         grads = tape.gradient(logit, features)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        m = tf.nn.relu(tf.reduce_sum(tf.cast(features, tf.float32) * weights, axis=-1))
-        peak = tf.reduce_max(m, axis=(1, 2), keepdims=True)
-        return prob.numpy(), (m / tf.maximum(peak, 1e-6)).numpy()
+        m = tf.reduce_sum(tf.cast(features, tf.float32) * weights, axis=-1)
+        return prob.numpy(), np.asarray(scaled(m))
 
     return run
 

@@ -51,12 +51,18 @@ def _input(model):
     return model.inputs[0] if len(model.inputs) == 1 else model.inputs
 
 
-def normalized(m):
-    """``max(m, 0) / max(max(m, 0), eps)`` per image: in [0, 1], 1 at the strongest evidence."""
+def scaled(m):
+    """``max(m, 0) / max(max(m, 0), eps)`` per image: in [0, 1], 1 at the strongest evidence.
+    The one scaling rule of every heatmap (CAM here, Grad-CAM in ``explain``); Keras ops, so it
+    works on symbolic and eager tensors alike."""
     positive = ops.relu(ops.cast(m, "float32"))
     peak = ops.max(positive, axis=(1, 2), keepdims=True)
-    return keras.layers.Activation("linear", dtype="float32", name=HEATMAP_OUTPUT)(
-        positive / ops.maximum(peak, _EPS))
+    return positive / ops.maximum(peak, _EPS)
+
+
+def normalized(m):
+    """``scaled(m)`` as the graph's output named ``heatmap``."""
+    return keras.layers.Activation("linear", dtype="float32", name=HEATMAP_OUTPUT)(scaled(m))
 
 
 class _NotLinear(Exception):

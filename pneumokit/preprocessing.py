@@ -68,6 +68,8 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
     ``ImageDecodeError`` with the reason when the file is not a readable image.
     """
     if isinstance(source, bytes):
+        if not source:
+            raise ImageDecodeError("empty file (0 bytes)")
         source = io.BytesIO(source)
     elif isinstance(source, str | os.PathLike):
         why = unreadable(source, "an image file")

@@ -224,13 +224,6 @@ def _error_row(name: str, error: str) -> dict:
     return {"name": name, "probability": None, "label": None, "error": error}
 
 
-def verify_if_registered(path: Path) -> Path:
-    """``path``; if it (or the file a link points to) lies in a registry version folder that
-    records it, after its sha256 check."""
-    registered_ref(path)
-    return path
-
-
 def registered_ref(path: Path) -> str | None:
     """The ref (``name:N``) of the registry version folder that records ``path`` (or the file a
     link points to), after its sha256 check; None when no version records it."""

@@ -164,14 +164,10 @@ async def _form_files(request: Request, body: bytes, limit: int, max_files: int)
 
 
 def _score(predictor, sources, heatmap: bool) -> list[dict]:
-    """Rows for the response: empty files are named as such, heatmaps become nested lists."""
-    named = [(printable(name), data) for name, data in sources]
-    scored = predictor.predict_sources([(n, d) for n, d in named if d], heatmap=heatmap)
-    by_order = iter(scored)
+    """Rows for the response, named ``file``; heatmaps become nested lists."""
     rows = []
-    for name, data in named:
-        row = next(by_order) if data else {"name": name, "probability": None, "label": None,
-                                           "error": "empty file (0 bytes)"}
+    named = [(printable(name), data) for name, data in sources]
+    for row in predictor.predict_sources(named, heatmap=heatmap):
         row = {"file": row.pop("name"), **row}
         if heatmap and row.get("heatmap") is not None:
             row["heatmap"] = np.round(row["heatmap"].astype(float), 4).tolist()

@@ -560,14 +560,14 @@ def test_artifact_names_cannot_leave_the_version_on_save(tmp_path):
 
 
 def test_by_path_damaged_metadata_is_named(tmp_path):
-    from pneumokit.runtime import verify_if_registered
+    from pneumokit.runtime import registered_ref
 
     reg = Registry(tmp_path)
     mv = reg.save("demo", FakeModel(), {}, {"model.onnx": b"x"})
     meta = json.loads((mv.path / "metadata.json").read_text())
     (mv.path / "metadata.json").write_text(json.dumps({**meta, "artifacts": list(meta["artifacts"])}))
     with pytest.raises(RegistryError, match="metadata.json: damaged"):
-        verify_if_registered(mv.path / "model.onnx")
+        registered_ref(mv.path / "model.onnx")
 
 
 def test_cv_output_inside_the_registry_and_ensemble_of_a_plan(data, tmp_path):

@@ -130,6 +130,7 @@ def test_page_is_served_and_needs_nothing_from_elsewhere(client):
     assert "/v1/predict" in r.text and "http://" not in r.text and "https://" not in r.text
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the server's /proc/PID/maps (Linux)")
 def test_the_server_process_has_no_tensorflow_and_answers(exported):
     with served("heat:1", "--registry", exported["registry"]) as (url, proc):
         with open(f"/proc/{proc.pid}/maps") as f:
@@ -143,7 +144,6 @@ def test_the_server_process_has_no_tensorflow_and_answers(exported):
             assert r.status == 200
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
 def test_several_workers_serve(exported):
     with served("heat:1", "--registry", exported["registry"], "--workers", "2") as (url, _):
         for _ in range(4):
