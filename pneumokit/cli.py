@@ -89,6 +89,34 @@ registry_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 data_option = click.option("--data", "data_dir", type=click.Path(file_okay=False),
                            help="Dataset folder (default: the bundled demo set).")
+gate_option = click.option(
+    "--gate", type=click.Choice(["on", "off"]), default="on", show_default=True,
+    help="The input gate (docs/gate.md): on, an image that is not a frontal chest X-ray gets no "
+         "label; off labels everything (research use; recorded in the output).")
+
+
+def _result_rows(rows: list[dict], extra: tuple[str, ...] = ()) -> str:
+    """The table of predict/explain rows: the label, OUT_OF_SCOPE or ERROR, then why."""
+    shown = [{**r, "probability": "" if r["probability"] is None else f"{r['probability']:.4f}",
+              "label": r["label"] or ("OUT_OF_SCOPE" if r.get("in_scope") is False else "ERROR"),
+              "reason": r.get("reason") or r["error"] or r.get("notes") or "",
+              **{c: r.get(c) or "" for c in extra}} for r in rows]
+    columns = ["path", "probability", "label", *extra]
+    return _table(shown, columns + (["reason"] if any(r["reason"] for r in shown) else []))
+
+
+def _gate_notice(state: str, rows: list[dict]) -> None:
+    """One line on stderr: the gate was off, absent, or how many images it refused."""
+    if state == "off":
+        click.echo("note: --gate off: every image was labelled, including any that is not a chest X-ray",
+                   err=True)
+    elif state == "absent":
+        click.echo("warning: this model has no input gate (registered or exported before pneumokit had "
+                   "one): images that are not chest X-rays still get a label; train and export it again",
+                   err=True)
+    refused = sum(1 for r in rows if r.get("in_scope") is False)
+    if refused:
+        click.echo(f"{refused} of {len(rows)} image(s) out of scope: no label given (docs/gate.md)", err=True)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -631,10 +659,11 @@ def export_command(ref, opset, heatmap, registry_root, as_json):
 @click.option("--heatmap", "heatmap_dir", type=click.Path(file_okay=False),
               help="Also write a heatmap overlay PNG per image into this folder (needs a model "
                    "exported with --heatmap).")
+@gate_option
 @registry_option
 @json_option
-def predict_command(model, inputs, output, threshold, batch_size, providers, tf32, heatmap_dir, registry_root,
-                    as_json):
+def predict_command(model, inputs, output, threshold, batch_size, providers, tf32, heatmap_dir, gate,
+                    registry_root, as_json):
     """Score images with an exported model (MODEL: a .onnx file or a registry ref).
 
     INPUTS are image files or folders (searched recursively). Exit status 1
@@ -657,7 +686,10 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
     if not paths:
         raise click.ClickException(f"no images found in {', '.join(inputs)}")
     rows = predictor.predict_files(paths, batch_size=batch_size, threshold=threshold,
-                                   heatmap=heatmap_dir is not None)
+                                   heatmap=heatmap_dir is not None, gate=gate == "on")
+    from .explain import gate_state
+
+    state = gate_state(gate == "on", predictor.gate is not None)
     if heatmap_dir is not None:
         from .explain import write_overlays
 
@@ -673,16 +705,16 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
         _echo_json({"model": str(predictor.path), "providers": predictor.providers_in_use,
                     "tf32": predictor.tf32,
                     "threshold": predictor.threshold if threshold is None else threshold,
-                    "predictions": rows})
+                    "gate": state, "predictions": rows})
+        _gate_notice(state, rows)
     else:
         if tf32 and not predictor.tf32:
             click.echo("note: --tf32 applies to CUDA only; this run is on "
                        f"{predictor.providers_in_use[0]}", err=True)
         math = " (TF32)" if predictor.tf32 else ""
         click.echo(f"# {predictor.path} on {predictor.providers_in_use[0]}{math}", err=True)
-        shown = [{**r, "probability": "" if r["probability"] is None else f"{r['probability']:.4f}",
-                  "label": r["label"] or f"ERROR: {r['error']}"} for r in rows]
-        click.echo(_table(shown, ["path", "probability", "label"]))
+        click.echo(_result_rows(rows))
+        _gate_notice(state, rows)
     failed = [r for r in rows if r["error"]]
     if failed:
         click.echo(f"{len(failed)} of {len(rows)} file(s) could not be read", err=True)
@@ -732,9 +764,10 @@ def _finite(param, value: float) -> float:
 @click.option("--method", type=click.Choice(C.EXPLAIN_METHODS), default="auto", show_default=True,
               help="auto: the ONNX file's heatmap output if it has one, else CAM from the Keras model, "
                    "else Grad-CAM.")
+@gate_option
 @registry_option
 @json_option
-def explain_command(model, inputs, output, method, registry_root, as_json):
+def explain_command(model, inputs, output, method, gate, registry_root, as_json):
     """Draw where the model looked: a heatmap overlay PNG per image, with its probability.
 
     MODEL is a registry ref (or a .onnx file exported with --heatmap); INPUTS are
@@ -747,15 +780,15 @@ def explain_command(model, inputs, output, method, registry_root, as_json):
     paths = expand_inputs(inputs)
     if not paths:
         raise click.ClickException(f"no images found in {', '.join(inputs)}")
-    report = explain(model, paths, output=output, registry=Registry(registry_root), method=method)
+    report = explain(model, paths, output=output, registry=Registry(registry_root), method=method,
+                     gate=gate == "on")
     rows = report["explanations"]
     if as_json:
         _echo_json(report)
     else:
         click.echo(f"# {report['model']}: {report['method']} heatmaps by {report['engine']}", err=True)
-        shown = [{**r, "probability": "" if r["probability"] is None else f"{r['probability']:.4f}",
-                  "label": r["label"] or f"ERROR: {r['error']}", "overlay": r["file"] or ""} for r in rows]
-        click.echo(_table(shown, ["path", "probability", "label", "overlay"]))
+        click.echo(_result_rows([{**r, "overlay": r["file"]} for r in rows], ("overlay",)))
+    _gate_notice(report["gate"], rows)
     failed = [r for r in rows if r["error"]]
     if failed:
         click.echo(f"{len(failed)} of {len(rows)} file(s) could not be read", err=True)
@@ -770,15 +803,18 @@ def explain_command(model, inputs, output, method, registry_root, as_json):
               help="Folder for metrics.json, predictions.csv, roc.png, confusion.png "
                    "(default runs/evaluate/NAME-vVERSION-SPLIT).")
 @click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed).")
+@gate_option
 @registry_option
 @json_option
-def evaluate_command(ref, data_dir, split, output, skip_bad, registry_root, as_json):
-    """Accuracy, precision, recall, specificity, F1, AUC and confusion of REF on a split."""
+def evaluate_command(ref, data_dir, split, output, skip_bad, gate, registry_root, as_json):
+    """Accuracy, precision, recall, specificity, F1, AUC and confusion of REF on a split.
+
+    Images the input gate flags are counted and left out; the metrics are of the rest."""
     from .evaluate import evaluate
     from .registry import Registry
 
     report = evaluate(ref, data_dir, split=split, registry=Registry(registry_root),
-                      output=output, skip_bad=skip_bad)
+                      output=output, skip_bad=skip_bad, gate=gate == "on")
     if as_json:
         _echo_json(report)
         return
@@ -791,6 +827,13 @@ def evaluate_command(ref, data_dir, split, output, skip_bad, registry_root, as_j
                    "data: these figures say nothing about new patients", err=True)
     elif seen == 0:
         click.echo("none of these images was in the model's training data")
+    g = report["gate"]
+    if g["state"] == "on":
+        why = "; ".join(f"{n}: {k}" for k, n in g["reasons"].items())
+        click.echo(f"input gate: {g['flagged']} of {report['images']} image(s) out of scope, left out"
+                   + (f" ({why})" if why else ""))
+    else:
+        _gate_notice(g["state"], [])
     rows = []
     for key, label in (("at_threshold", f"threshold {report['threshold']:.3f}"), ("at_0.5", "0.5")):
         m = report[key]

@@ -16,13 +16,15 @@ from .errors import ModelFileError
 from .preprocessing import Preprocessing
 
 _FIX = "the file is damaged or was edited: export it again with `pneumokit export`"
-HEATMAP_OUTPUT = "heatmap"  # the optional second output (``pneumokit.outputs``, docs/explain.md)
+HEATMAP_OUTPUT = "heatmap"  # an optional output (``pneumokit.outputs``, docs/explain.md)
+GATE_OUTPUT = "gate"  # the input gate's score (``pneumokit.gate``, docs/gate.md)
 
 
 def read_contract(session, path) -> dict:
     """The checked contract of an open onnxruntime session: class_names, threshold,
-    preprocessing, input_name, model, output_name and heatmap (the heatmap output's
-    name, or None when the file has none)."""
+    preprocessing, input_name, model, output_name, heatmap (the heatmap output's
+    name, or None when the file has none) and gate (``{"output", "threshold"}`` of the
+    input gate, or None for a file exported before pneumokit had one)."""
     props = session.get_modelmeta().custom_metadata_map
     classes = _value(props, "pneumokit.class_names", path)
     if not (isinstance(classes, list) and len(classes) == 2 and all(isinstance(c, str) and c for c in classes)
@@ -42,25 +44,52 @@ def read_contract(session, path) -> dict:
     model = _value(props, "pneumokit.model", path) if "pneumokit.model" in props else {}
     return {"class_names": classes, "threshold": threshold, "preprocessing": pre, "input_name": name,
             "model": model if isinstance(model, dict) else {},
-            "output_name": session.get_outputs()[0].name, "heatmap": _heatmap(session, props, path)}
+            "output_name": session.get_outputs()[0].name, "heatmap": _heatmap(session, props, path),
+            "gate": _gate(session, props, path)}
+
+
+def _declared(props: dict, path) -> list[str]:
+    """The output names ``pneumokit.outputs`` lists (none when the key is absent)."""
+    if "pneumokit.outputs" not in props:
+        return []
+    declared = _value(props, "pneumokit.outputs", path)
+    names = [o.get("name") for o in declared if isinstance(o, dict)] if isinstance(declared, list) else None
+    if not names or not all(isinstance(n, str) for n in names):
+        raise _bad(path, "pneumokit.outputs", f"= {props['pneumokit.outputs'][:80]!r} must list the "
+                                              "outputs as objects with a name")
+    return names
+
+
+def _graph_output(session, name: str, rank: int, what: str, path):
+    out = {o.name: o for o in session.get_outputs()}.get(name)
+    if out is None or out.type not in _FLOAT_TYPES or len(out.shape) != rank or isinstance(out.shape[0], int):
+        found = f"{out.type} {list(out.shape)}" if out is not None else "missing"
+        raise ModelFileError(f"{path}: the graph's {name!r} output is {found}, but the metadata "
+                             f"declares {what}; {_FIX}")
 
 
 def _heatmap(session, props: dict, path) -> str | None:
     """The heatmap output's name when ``pneumokit.outputs`` declares one: float, [batch, h, w]."""
-    if "pneumokit.outputs" not in props:
+    if HEATMAP_OUTPUT not in _declared(props, path):
         return None
-    declared = _value(props, "pneumokit.outputs", path)
-    names = [o.get("name") for o in declared if isinstance(o, dict)] if isinstance(declared, list) else None
-    if not names or HEATMAP_OUTPUT not in names:
-        raise _bad(path, "pneumokit.outputs", f"= {props['pneumokit.outputs'][:80]!r} must list the "
-                                              f"{HEATMAP_OUTPUT!r} output")
-    graph = {o.name: o for o in session.get_outputs()}
-    out = graph.get(HEATMAP_OUTPUT)
-    if out is None or out.type not in _FLOAT_TYPES or len(out.shape) != 3 or isinstance(out.shape[0], int):
-        found = f"{out.type} {list(out.shape)}" if out is not None else "missing"
-        raise ModelFileError(f"{path}: the graph's {HEATMAP_OUTPUT!r} output is {found}, but "
-                             f"pneumokit.outputs declares a float [batch, h, w] map; {_FIX}")
+    _graph_output(session, HEATMAP_OUTPUT, 3, "a float [batch, h, w] map", path)
     return HEATMAP_OUTPUT
+
+
+def _gate(session, props: dict, path) -> dict | None:
+    """The input gate (``pneumokit.gate``): its output, a float [batch] score, and its threshold."""
+    if "pneumokit.gate" not in props:
+        return None
+    gate = _value(props, "pneumokit.gate", path)
+    threshold = gate.get("threshold") if isinstance(gate, dict) else None
+    if not (is_number(threshold) and threshold > 0) or gate.get("output") != GATE_OUTPUT:
+        raise _bad(path, "pneumokit.gate", f"= {props['pneumokit.gate'][:80]!r} must give output "
+                                           f"{GATE_OUTPUT!r} and a positive threshold")
+    if GATE_OUTPUT not in _declared(props, path):
+        raise _bad(path, "pneumokit.outputs", f"does not list the {GATE_OUTPUT!r} output that "
+                                              "pneumokit.gate names")
+    _graph_output(session, GATE_OUTPUT, 1, "a float [batch] score", path)
+    return {"output": GATE_OUTPUT, "threshold": float(threshold)}
 
 
 def _value(props: dict, key: str, path, parse=json.loads):

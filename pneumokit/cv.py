@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import gate
 from .calibration import calibrate, check_finite
 from .catalog import Architecture
 from .config import CLASS_NAMES, CV_SPLITS, CVConfig
@@ -469,9 +470,23 @@ def _final_model(run: _Run, cv: CVResult, plots: list[Path], progress: bool):
         skipped=[p.to_dict() for p in run.scan.problems],
         **trained, **run.metadata,
     )
+    gate_file, meta["gate"] = _fit_gate(run, model)
     artifacts |= {"cv.csv": out / "cv.csv", "oof.csv": out / "oof.csv", "folds.csv": out / "folds.csv",
-                  TRAINING_IMAGES: training_images(index), **{f"plots/{p.name}": p for p in plots}}
+                  TRAINING_IMAGES: training_images(index), **{f"plots/{p.name}": p for p in plots},
+                  gate.GATE_FILE: gate_file}
     return model, meta, artifacts
+
+
+def _fit_gate(run: _Run, model) -> tuple[bytes, dict]:
+    """The input gate of the registered model (docs/gate.md): fitted on a patient-grouped
+    ``val_fraction`` of the images, its threshold from the rest. The final fit (and every fold of
+    an ensemble but one) trained on those too, so they are held out from the gate's fit only."""
+    index, config = run.index, run.config
+    held = holdout(index, config.val_fraction, config.seed, config.grouping)
+    return gate.fit_on_files(model, run.pre, index["path"][~held], index["path"][held], seed=config.seed,
+                             batch_size=config.batch_size,
+                             held_out="a patient-grouped split held out from the gate's fit (the "
+                                      "registered model trained on it)")
 
 
 def fold_from_env(value: str | int, environ) -> int:

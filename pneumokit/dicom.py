@@ -11,7 +11,8 @@ as to any JPEG or PNG:
    window, a VOI LUT Sequence is applied and its output range scaled to
    0..255; without either, the image's own min..max is;
 3. ``MONOCHROME1`` images (white = low values) are inverted, so bone is
-   bright as in ``MONOCHROME2`` and in JPEG X-rays;
+   bright as in ``MONOCHROME2`` and in JPEG X-rays, and so are images whose
+   ``PresentationLUTShape`` is ``INVERSE`` (once, when both say so);
 4. values are rounded to 8 bits.
 
 Only single-frame grayscale images are read. A compressed file whose codec
@@ -27,9 +28,17 @@ import zlib
 
 import numpy as np
 
-from .errors import ImageDecodeError
+from .errors import ImageDecodeError, OutOfScopeError
 
 DICOM_EXTENSIONS = (".dcm",)
+# The header gate (docs/gate.md). Projection radiographs: CR (computed radiography, storage
+# plates) and DX (digital radiography) are how chest X-rays are stored; RG (film-screen
+# radiography) is read too, for digitised film. Everything else (CT, MR, US, MG, NM, PT, OT,
+# SC, ...) is another kind of image, or one whose kind is unknown.
+ACCEPTED_MODALITIES = ("CR", "DX", "RG")
+FRONTAL_VIEWS = ("PA", "AP")
+CHEST_BODY_PARTS = ("CHEST", "THORAX")
+GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 CODEC_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or gdcm)"
 
 
@@ -101,9 +110,50 @@ def _gray8(data: bytes, max_pixels: float) -> np.ndarray:
         raise ImageDecodeError(f"DICOM pixel data cannot be read ({type(exc).__name__}: {exc})") from None
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
     gray = _voi_to_unit(values, ds)
-    if photometric == "MONOCHROME1":
+    inverse = str(ds.get("PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
+    # DX stores MONOCHROME1 with INVERSE (PS3.3 C.8.11.6): one inversion, whichever says it
+    if photometric == "MONOCHROME1" or inverse:
         gray = 1.0 - gray
     return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+
+
+def header_scope(data: bytes, max_pixels: float = math.inf) -> list[str]:
+    """The header gate: ``OutOfScopeError`` naming the tag and value when the file is not a frontal
+    chest radiograph (Modality, ViewPosition, BodyPartExamined, colour pixel data); otherwise the
+    notes on tags that are missing (not a refusal: many exports drop them)."""
+    import pydicom
+
+    try:
+        _check_inflated_size(data, max_pixels)
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        tags = {k: str(ds.get(k, "") or "").strip().upper() for k in
+                ("Modality", "ViewPosition", "BodyPartExamined", "PhotometricInterpretation")}
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # damaged headers raise many types from pydicom
+        why = f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise ImageDecodeError(f"not a readable DICOM file ({why})") from None
+    refusal = _refusal(tags)
+    if refusal:
+        raise OutOfScopeError(refusal)
+    missing = [k for k in ("Modality", "ViewPosition", "BodyPartExamined") if not tags[k]]
+    return [f"DICOM {', '.join(missing)} missing: not checked"] if missing else []
+
+
+def _refusal(tags: dict[str, str]) -> str | None:
+    modality, view, part, colour = (tags[k] for k in ("Modality", "ViewPosition", "BodyPartExamined",
+                                                       "PhotometricInterpretation"))
+    if modality and modality not in ACCEPTED_MODALITIES:
+        return (f"DICOM Modality is {modality}; pneumokit reads chest radiographs "
+                f"({', '.join(ACCEPTED_MODALITIES)})")
+    if view and view not in FRONTAL_VIEWS:
+        return f"DICOM ViewPosition is {view}; pneumokit reads frontal views ({' or '.join(FRONTAL_VIEWS)})"
+    if part and part not in CHEST_BODY_PARTS:
+        parts = " or ".join(CHEST_BODY_PARTS)
+        return f"DICOM BodyPartExamined is {part}; pneumokit reads chest X-rays ({parts})"
+    if colour and colour not in GRAYSCALE:
+        return f"DICOM pixel data is colour ({colour}); a chest radiograph is grayscale (MONOCHROME1/2)"
+    return None
 
 
 def dicom_info(data: bytes) -> tuple[int, int, str]:

@@ -33,6 +33,10 @@ class ImageDecodeError(PneumokitError, ValueError):
     """A file cannot be decoded as an image."""
 
 
+class OutOfScopeError(PneumokitError, ValueError):
+    """An input the model was never meant to see (not a frontal chest X-ray): no label for it."""
+
+
 class CatalogError(PneumokitError, ValueError):
     """A record is invalid, or a name is not in the catalog."""
 

@@ -15,14 +15,34 @@ from .files import check_output_folder, write_csv_atomic, write_json_atomic
 from .metrics import binary_metrics
 from .preprocessing import Preprocessing
 from .registry import Registry
-from .runtime import NOT_FINITE, check_threshold
+from .runtime import check_threshold
 
 
-def _keras_probabilities(registry: Registry, ref: str, paths, pre: Preprocessing) -> np.ndarray:
-    from .pipeline import make_dataset
+def _keras_rows(registry: Registry, mv, paths, pre: Preprocessing, gate: bool) -> list[dict]:
+    """``predict_files``'s rows from the Keras model (a version not exported yet), gate included."""
+    from .errors import ImageDecodeError, OutOfScopeError
+    from .gate import keras_scorer
+    from .runtime import error_row, out_of_scope_row, scored_row
 
-    model = registry.load_model(ref)
-    return model.predict(make_dataset(paths, None, pre, batch_size=INFERENCE_BATCH_SIZE), verbose=0).ravel()
+    model = registry.load_model(mv.ref)
+    gate_score = keras_scorer(model, mv)
+    gate_threshold = mv.metadata["gate"]["threshold"] if gate and gate_score is not None else None
+    classes, threshold = mv.metadata.get("class_names", list(CLASS_NAMES)), float(mv.metadata["threshold"])
+    rows = []
+    for p in paths:
+        try:
+            pixels, notes = pre.load_checked(p, scope=gate)
+        except OutOfScopeError as exc:
+            rows.append(out_of_scope_row(p, str(exc)))
+            continue
+        except (ImageDecodeError, OSError) as exc:
+            rows.append(error_row(p, str(exc)))
+            continue
+        x = pre.normalize(pixels[None].astype(np.float32))
+        prob = float(np.ravel(model(x, training=False))[0])
+        score = None if gate_score is None else float(gate_score(x)[0])
+        rows.append(scored_row(p, prob, score, threshold, classes, gate_threshold, "; ".join(notes) or None))
+    return rows
 
 
 def _training_overlap(mv, index: pd.DataFrame) -> int | None:
@@ -37,15 +57,16 @@ def _training_overlap(mv, index: pd.DataFrame) -> int | None:
 
 def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str = "test",
              registry: Registry | None = None, output: str | os.PathLike | None = None,
-             skip_bad: bool = False) -> dict:
+             skip_bad: bool = False, gate: bool = True) -> dict:
     """Score ``ref`` on one split of a dataset.
 
     Uses the version's ONNX file when it has one (what is deployed), else the
     Keras model; both apply the model's recorded preprocessing. Reports
     metrics at the model's stored threshold and at 0.5, and writes
     ``metrics.json``, ``predictions.csv``, ``roc.png`` and ``confusion.png`` to ``output``.
+    The input gate applies (``gate=False``: off): images it flags are counted under ``gate``
+    and left out of the metrics, which are of the images in scope (docs/gate.md).
     """
-    from .export import ONNX_FILE
     from .plots import confusion, roc_curves
 
     registry = registry or Registry()
@@ -62,38 +83,34 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
         raise DatasetError(f"no {split}/ images in {result.root}; choose another --split")
     paths, y = index["path"].tolist(), index["label"].to_numpy()
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
-    if ONNX_FILE in mv.metadata.get("artifacts", {}):
-        from .decoding import decode_all
-        from .runtime import Predictor
-
-        predictor = Predictor(mv.ref, registry=registry)  # checks the file's sha256 first
-        threshold = _exported_threshold(mv, predictor)
-        images = decode_all(paths, pre)  # threaded, as in training
-        step = INFERENCE_BATCH_SIZE
-        prob = np.concatenate([predictor.predict_batch(pre.normalize(images[i:i + step].astype(np.float32)))
-                               for i in range(0, len(paths), step)])
-        engine = f"onnxruntime ({', '.join(predictor.providers_in_use)})"
-    else:
-        threshold = check_threshold(mv.metadata.get("threshold"), str(mv.path / "metadata.json"))
-        prob = _keras_probabilities(registry, mv.ref, paths, pre)
-        engine = "keras"
-    bad = np.flatnonzero(~np.isfinite(prob))
-    if bad.size:
-        raise ModelFileError(f"{mv.ref} gave no probability for {bad.size} of {len(paths)} images "
-                             f"(e.g. {paths[bad[0]]}): {NOT_FINITE}")
+    rows, threshold, engine, state = _rows(mv, registry, paths, pre, gate)
+    errors = [r for r in rows if r["error"]]
+    if errors:
+        first = errors[0]
+        raise ModelFileError(f"{mv.ref} gave no probability for {len(errors)} of {len(paths)} images "
+                             f"(e.g. {first.get('path', first.get('name'))}): {first['error']}")
+    scored = np.array([r["probability"] is not None for r in rows])
+    prob = np.array([np.nan if r["probability"] is None else r["probability"] for r in rows])
+    if not scored.any():
+        raise DatasetError(f"the input gate flagged all {len(paths)} {split}/ images as out of scope (e.g. "
+                           f"{paths[0]}: {rows[0]['reason']}); nothing to evaluate. See docs/gate.md")
     seen = _training_overlap(mv, index)
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "ref": mv.ref, "data": str(result.root), "split": split, "images": len(paths),
         "engine": engine, "threshold": threshold,
         "images_seen_in_training": seen,
-        "at_threshold": binary_metrics(y, prob, threshold),
-        "at_0.5": binary_metrics(y, prob, 0.5),
+        "gate": _gate_summary(rows, y, state),
+        "at_threshold": binary_metrics(y[scored], prob[scored], threshold),
+        "at_0.5": binary_metrics(y[scored], prob[scored], 0.5),
         "skipped": [p.to_dict() for p in result.problems],
         "files": {name: str(out / name) for name in
                   ("metrics.json", "predictions.csv", "roc.png", "confusion.png")},
     }
-    write_csv_atomic(out / "predictions.csv", pd.DataFrame({"path": paths, "label": y, "probability": prob}))
+    write_csv_atomic(out / "predictions.csv", pd.DataFrame({
+        "path": paths, "label": y, "probability": prob, "in_scope": [r["in_scope"] for r in rows],
+        "gate_score": [r["gate_score"] for r in rows], "reason": [r["reason"] for r in rows]}))
+    y, prob = y[scored], prob[scored]
     if len(np.unique(y)) == 2:
         roc_curves([(f"{mv.ref} on {split}", y, prob)], out / "roc.png")
     else:  # one class only: no ROC curve, no AUC
@@ -104,6 +121,33 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
               f"{mv.ref} on {split}, threshold {threshold:.3f}")
     write_json_atomic(out / "metrics.json", report)
     return report
+
+
+def _rows(mv, registry: Registry, paths, pre: Preprocessing, gate: bool):
+    """Rows as ``predict`` gives them, the threshold, the engine and the gate's state: from the
+    version's ONNX file when it has one (what is deployed), else from the Keras model."""
+    from .explain import gate_state
+    from .export import ONNX_FILE
+    from .runtime import Predictor
+
+    if ONNX_FILE in mv.metadata.get("artifacts", {}):
+        predictor = Predictor(mv.ref, registry=registry)  # checks the file's sha256 first
+        threshold = _exported_threshold(mv, predictor)
+        rows = predictor.predict_files(paths, batch_size=INFERENCE_BATCH_SIZE, gate=gate)
+        engine = f"onnxruntime ({', '.join(predictor.providers_in_use)})"
+        return rows, threshold, engine, gate_state(gate, predictor.gate is not None)
+    threshold = check_threshold(mv.metadata.get("threshold"), str(mv.path / "metadata.json"))
+    rows = _keras_rows(registry, mv, paths, pre, gate)
+    return rows, threshold, "keras", gate_state(gate, "gate" in mv.metadata)
+
+
+def _gate_summary(rows: list[dict], y: np.ndarray, state: str) -> dict:
+    """How many images the gate flagged (per class) and why, most common reasons first."""
+    flagged = [i for i, r in enumerate(rows) if r["in_scope"] is False]
+    reasons = pd.Series([rows[i]["reason"].split(" (score")[0] for i in flagged], dtype=object)
+    return {"state": state, "flagged": len(flagged), "scored": len(rows) - len(flagged),
+            "flagged_by_class": {c: int(sum(y[i] == k for i in flagged)) for k, c in enumerate(CLASS_NAMES)},
+            "reasons": {str(k): int(v) for k, v in reasons.value_counts().items()}}
 
 
 def _exported_threshold(mv, predictor) -> float:

@@ -23,27 +23,30 @@ import numpy as np
 from .config import EXPLAIN_METHODS
 from .errors import ConfigError, ImageDecodeError
 from .files import atomic_write, check_output_folder, printable
+from .gate import keras_scorer
 from .overlay import caption, overlay, png_bytes
 from .preprocessing import decode
 
 
 def explain(model: str, paths, *, output: str | os.PathLike | None = None, registry=None,
-            method: str = "auto") -> dict:
+            method: str = "auto", gate: bool = True) -> dict:
     """Heatmap overlays of ``paths`` under ``output`` (default ``runs/explain/NAME-vVERSION``);
     returns the model, method, engine, threshold, folder and one row per image (the row's
-    ``file`` is its overlay; unreadable images get ``error``)."""
+    ``file`` is its overlay; unreadable images get ``error``). The input gate applies as in
+    ``predict`` (docs/gate.md): an image out of scope gets its reason and no overlay."""
     from .registry import Registry
 
     if method not in EXPLAIN_METHODS:
         raise ConfigError(f"--method {method!r}: choose one of {', '.join(EXPLAIN_METHODS)}")
     registry = registry or Registry()
-    scorer = _scorer(model, registry, method)
+    scorer = _scorer(model, registry, method, gate)
     out = Path(output) if output else Path("runs") / "explain" / scorer["label"]
     check_output_folder(out, "--output", create=True, registry_root=registry.root)
     rows = scorer["score"](paths)
     write_overlays(out, paths, rows, scorer["threshold"], scorer["method"])
     return {"model": scorer["ref"], "method": scorer["method"], "engine": scorer["engine"],
-            "threshold": scorer["threshold"], "output": str(out), "explanations": rows}
+            "threshold": scorer["threshold"], "gate": scorer["gate"], "output": str(out),
+            "explanations": rows}
 
 
 def write_overlays(out: str | os.PathLike, paths, rows: list[dict], threshold: float, method: str) -> None:
@@ -56,7 +59,7 @@ def write_overlays(out: str | os.PathLike, paths, rows: list[dict], threshold: f
     for row, path in zip(rows, paths, strict=True):
         heat = row.pop("heatmap", None)
         row["file"] = None
-        if row["error"] is not None:
+        if heat is None:  # unreadable, or out of scope: no map is drawn for it
             continue
         stem, k = Path(path).stem, 2
         name = stem + ".png"
@@ -69,7 +72,7 @@ def write_overlays(out: str | os.PathLike, paths, rows: list[dict], threshold: f
         row["file"] = str(out / name)
 
 
-def _scorer(model: str, registry, method: str) -> dict:
+def _scorer(model: str, registry, method: str, gate: bool) -> dict:
     """How to score: the ONNX heatmap output when there is one (and ``method`` allows), else Keras."""
     from .export import ONNX_FILE
     from .runtime import Predictor
@@ -80,25 +83,30 @@ def _scorer(model: str, registry, method: str) -> dict:
     if method != "grad-cam" and has_onnx:
         predictor = Predictor(model, providers="cpu", registry=registry)
         if predictor.heatmap_output is not None:
-            return _onnx_scorer(predictor, mv)
+            return _onnx_scorer(predictor, mv, gate)
     if is_file and method == "grad-cam":
         raise ConfigError(f"--method grad-cam needs the Keras model: give the registry ref (name:N), not "
                           f"the ONNX file {model}")
     if is_file:
         raise ConfigError(f"{model} has no heatmap output: export the model with `pneumokit export REF "
                           "--heatmap`, or give the registry ref to explain it with the Keras model")
-    return _keras_scorer(mv, registry, method)
+    return _keras_scorer(mv, registry, method, gate)
 
 
-def _onnx_scorer(predictor, mv) -> dict:
+def _onnx_scorer(predictor, mv, gate: bool) -> dict:
     ref = mv.ref if mv else str(predictor.path)
     label = mv.ref.replace(":", "-v") if mv else Path(predictor.path).stem
     return {"ref": ref, "label": label, "method": "cam", "engine": "onnxruntime",
-            "threshold": predictor.threshold,
-            "score": lambda paths: predictor.predict_files(paths, heatmap=True)}
+            "threshold": predictor.threshold, "gate": gate_state(gate, predictor.gate is not None),
+            "score": lambda paths: predictor.predict_files(paths, heatmap=True, gate=gate)}
 
 
-def _keras_scorer(mv, registry, method: str) -> dict:
+def gate_state(gate: bool, has_gate: bool) -> str:
+    """``on``, ``off`` (asked for) or ``absent`` (a model registered or exported without one)."""
+    return "off" if not gate else ("on" if has_gate else "absent")
+
+
+def _keras_scorer(mv, registry, method: str, gate: bool) -> dict:
     from .heatmap import with_heatmap
     from .preprocessing import Preprocessing
 
@@ -108,27 +116,38 @@ def _keras_scorer(mv, registry, method: str) -> dict:
         raise ConfigError(f"{mv.ref}: --method cam needs a head of global average pooling and one dense "
                           "unit; use --method grad-cam (or auto)")
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
-    classes = mv.metadata.get("class_names", ["NORMAL", "PNEUMONIA"])
-    threshold = float(mv.metadata["threshold"])
     run = (lambda x: [np.asarray(o) for o in cam(x, training=False)]) if cam is not None \
         else grad_cam_function(model)
+    gate_score = keras_scorer(model, mv)
+    return {"ref": mv.ref, "label": mv.ref.replace(":", "-v"), "engine": "keras",
+            "threshold": float(mv.metadata["threshold"]), "gate": gate_state(gate, gate_score is not None),
+            "method": "cam" if cam is not None else "grad-cam",
+            "score": lambda paths: [_keras_row(p, pre, run, gate_score, mv, gate) for p in paths]}
 
-    def score(paths):
-        rows = []
-        for p in paths:
-            try:
-                x = pre.normalize(pre.load(p)[None].astype(np.float32))
-            except (ImageDecodeError, OSError) as exc:
-                rows.append({"path": printable(p), "probability": None, "label": None, "error": str(exc)})
-                continue
-            prob, heat = run(x)
-            prob = float(np.ravel(prob)[0])
-            rows.append({"path": printable(p), "probability": prob, "label": classes[int(prob >= threshold)],
-                         "error": None, "heatmap": np.asarray(heat)[0]})
-        return rows
 
-    return {"ref": mv.ref, "label": mv.ref.replace(":", "-v"), "engine": "keras", "threshold": threshold,
-            "method": "cam" if cam is not None else "grad-cam", "score": score}
+def _keras_row(path, pre, run, gate_score, mv, gate: bool) -> dict:
+    from .errors import OutOfScopeError
+    from .runtime import error_row, out_of_scope_row, scored_row
+
+    name = printable(path)
+    try:
+        pixels, notes = pre.load_checked(path, scope=gate)
+    except OutOfScopeError as exc:
+        row = out_of_scope_row(name, str(exc))
+    except (ImageDecodeError, OSError) as exc:
+        row = error_row(name, str(exc))
+    else:
+        x = pre.normalize(pixels[None].astype(np.float32))
+        prob, heat = run(x)
+        score = None if gate_score is None else float(gate_score(x)[0])
+        on = mv.metadata["gate"]["threshold"] if gate and score is not None else None
+        row = scored_row(name, float(np.ravel(prob)[0]), score, float(mv.metadata["threshold"]),
+                         mv.metadata.get("class_names", ["NORMAL", "PNEUMONIA"]), on,
+                         "; ".join(notes) or None)
+        if row["label"] is not None:
+            row["heatmap"] = np.asarray(heat)[0]
+    row["path"] = row.pop("name")
+    return row
 
 
 def grad_cam_function(model):

@@ -10,8 +10,10 @@ import numpy as np
 
 from . import __version__
 from .config import CLASS_NAMES, DEFAULT_OPSET, DEMO_DATA_DIR
-from .contract import HEATMAP_OUTPUT
+from .contract import GATE_OUTPUT, HEATMAP_OUTPUT
 from .errors import ExportError
+from .gate import GATE_FILE, MEANING, with_gate
+from .gate import load as load_gate
 from .preprocessing import Preprocessing
 from .registry import Registry
 
@@ -34,17 +36,20 @@ class ExportResult:
     parity_images: int
     tolerance: float
     heatmap: list[int] | None = None
+    gate: bool = False
 
     def to_dict(self) -> dict:
         return {"ref": self.ref, "path": str(self.path), "opset": self.opset,
                 "parity": {"max_abs_diff": self.max_abs_diff, "images": self.parity_images,
                            "tolerance": self.tolerance},
-                "heatmap": {"height": self.heatmap[0], "width": self.heatmap[1]} if self.heatmap else None}
+                "heatmap": {"height": self.heatmap[0], "width": self.heatmap[1]} if self.heatmap else None,
+                "gate": self.gate}
 
 
-def metadata_props(meta: dict, heatmap: list[int] | None = None) -> dict[str, str]:
+def metadata_props(meta: dict, heatmap: list[int] | None = None, gate: bool = False) -> dict[str, str]:
     """The ``pneumokit.*`` keys another runtime needs to use the file on its own; ``heatmap``
-    is the (h, w) of the ``heatmap`` output when the file has one."""
+    is the (h, w) of the ``heatmap`` output when the file has one; ``gate``, whether it has the
+    input gate's ``gate`` output (its record is ``meta["gate"]``)."""
     pre = meta["preprocessing"]
     calibration = meta.get("calibration")
     extra = {}
@@ -55,10 +60,19 @@ def metadata_props(meta: dict, heatmap: list[int] | None = None) -> dict[str, st
     if meta.get("ensemble"):
         extra["pneumokit.ensemble"] = json.dumps(meta["ensemble"])
     probability = {"name": OUTPUT_NAME, "meaning": f"probability of {CLASS_NAMES[1]}", "shape": ["batch", 1]}
+    outputs = [probability]
     if heatmap:
-        extra["pneumokit.outputs"] = json.dumps([probability, {
-            "name": HEATMAP_OUTPUT, "meaning": HEATMAP_MEANING, "shape": ["batch", *heatmap],
-            "range": [0, 1], "method": "cam"}])
+        outputs.append({"name": HEATMAP_OUTPUT, "meaning": HEATMAP_MEANING, "shape": ["batch", *heatmap],
+                        "range": [0, 1], "method": "cam"})
+    if gate:
+        record = meta["gate"]
+        outputs.append({"name": GATE_OUTPUT, "meaning": MEANING, "shape": ["batch"]})
+        extra["pneumokit.gate"] = json.dumps({
+            "output": GATE_OUTPUT, "threshold": record["threshold"],
+            "in_scope": f"{GATE_OUTPUT} <= threshold", "method": record["method"], "rule": record["rule"],
+            "components": {k: {"threshold": v["threshold"]} for k, v in record["components"].items()}})
+    if len(outputs) > 1:
+        extra["pneumokit.outputs"] = json.dumps(outputs)
     return {
         "pneumokit.class_names": json.dumps(meta.get("class_names", list(CLASS_NAMES))),
         "pneumokit.threshold": str(float(meta["threshold"])),
@@ -109,15 +123,16 @@ def float32_copy(model):
     return clone
 
 
-def to_onnx(model, height: int, width: int, channels: int, opset: int = DEFAULT_OPSET):
-    """An ONNX ModelProto: input ``image`` (N, H, W, C) float32, dynamic batch; output
-    ``probability``, and ``heatmap`` when the Keras model has a second output."""
+def to_onnx(model, height: int, width: int, channels: int, opset: int = DEFAULT_OPSET,
+            names: tuple[str, ...] = (OUTPUT_NAME, HEATMAP_OUTPUT)):
+    """An ONNX ModelProto: input ``image`` (N, H, W, C) float32, dynamic batch; the Keras
+    model's outputs, in order, named ``names`` (``probability``, then e.g. ``heatmap``)."""
     import tensorflow as tf
     import tf2onnx
 
     spec = [tf.TensorSpec((None, height, width, channels), tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-    for value, new in zip(proto.graph.output, (OUTPUT_NAME, HEATMAP_OUTPUT), strict=False):
+    for value, new in zip(proto.graph.output, names, strict=False):
         old = value.name
         if old != new:
             for node in proto.graph.node:
@@ -143,7 +158,9 @@ def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_O
     The Keras and onnxruntime probabilities of real demo images must agree
     within ``tolerance`` (max absolute difference), or nothing is written.
     ``heatmap`` adds the ``heatmap`` output (``pneumokit.heatmap``; its parity
-    is checked too). The result is recorded in the version's metadata under ``onnx``.
+    is checked too). A version with an input gate (``gate.npz``, every version
+    registered by train or cv) gets its ``gate`` output, declared in
+    ``pneumokit.gate``. The result is recorded in the version's metadata under ``onnx``.
     """
     import onnx
     import onnxruntime as ort
@@ -154,34 +171,50 @@ def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_O
     model = registry.load_model(mv.ref)
     if _is_mixed(model):
         model = float32_copy(model)
+    names = [OUTPUT_NAME]
     if heatmap:
-        model = _with_heatmap(model, mv)
+        model, names = _with_heatmap(model, mv), names + [HEATMAP_OUTPUT]
+    has_gate = GATE_FILE in mv.metadata.get("artifacts", {})
+    if has_gate:
+        model, names = with_gate(model, load_gate(str(mv.verify(GATE_FILE)))), names + [GATE_OUTPUT]
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
-    proto = to_onnx(model, pre.height, pre.width, pre.channels, opset)
+    proto = to_onnx(model, pre.height, pre.width, pre.channels, opset, tuple(names))
     heat_shape = list(model.outputs[1].shape[1:]) if heatmap else None
-    for key, value in metadata_props(mv.metadata, heat_shape).items():
+    for key, value in metadata_props(mv.metadata, heat_shape, has_gate).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
 
     images = parity_images()
-    x = pre.prepare(images)
-    expected = model.predict(x, verbose=0)
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT_NAME, HEATMAP_OUTPUT] if heatmap else [OUTPUT_NAME], {INPUT_NAME: x})
-    expected = expected if heatmap else [expected]
-    diff = max(float(np.max(np.abs(np.asarray(e).ravel() - g.ravel())))
-               for e, g in zip(expected, got, strict=True))
+    diff = _parity(model, data, pre.prepare(images), names)
     if not diff <= tolerance:
         raise ExportError(f"ONNX parity check failed for {mv.ref}: max |keras - onnx| = {diff:.3g} "
                           f"on {len(images)} demo images exceeds {tolerance:g}; nothing was written")
     parity = {"max_abs_diff": diff, "images": len(images), "tolerance": tolerance,
-              "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider"}
-    outputs = [OUTPUT_NAME, HEATMAP_OUTPUT] if heatmap else [OUTPUT_NAME]
+              "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
+              "gate": "relative to max(1, |score|)" if has_gate else None}
     mv = registry.add_artifacts(mv.ref, {ONNX_FILE: data}, metadata_update={
-        "onnx": {"opset": opset, "parity": parity, "outputs": outputs}})
-    return ExportResult(mv.ref, mv.path / ONNX_FILE, opset, diff, len(images), tolerance, heat_shape)
+        "onnx": {"opset": opset, "parity": parity, "outputs": names}})
+    return ExportResult(mv.ref, mv.path / ONNX_FILE, opset, diff, len(images), tolerance, heat_shape,
+                        has_gate)
+
+
+def _parity(model, data: bytes, x: np.ndarray, names: list[str]) -> float:
+    """The largest difference between Keras and onnxruntime over every output: absolute for the
+    probability and the heatmap, relative to max(1, |score|) for the gate score."""
+    import onnxruntime as ort
+
+    expected = model.predict(x, verbose=0)
+    expected = expected if isinstance(expected, list | tuple) else [expected]
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    got = session.run(names, {INPUT_NAME: x})
+    diffs = []
+    for name, e, g in zip(names, expected, got, strict=True):
+        e, g = np.asarray(e, np.float64).ravel(), np.asarray(g, np.float64).ravel()
+        scale = np.maximum(1.0, np.abs(e)) if name == GATE_OUTPUT else 1.0
+        diffs.append(float(np.max(np.abs(e - g) / scale)))
+    return max(diffs)
 
 
 def _with_heatmap(model, mv):

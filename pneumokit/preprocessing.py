@@ -31,8 +31,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .catalog import PREPROCESSING_PRESETS
 from .config import IMAGE_FORMATS, JPEG_DRAFT, RESIZE_METHOD
-from .dicom import DICOM_EXTENSIONS, dicom_to_gray8, is_dicom
-from .errors import ConfigError, ImageDecodeError
+from .dicom import DICOM_EXTENSIONS, dicom_to_gray8, header_scope, is_dicom
+from .errors import ConfigError, ImageDecodeError, OutOfScopeError
 from .files import unreadable
 
 # An image over Pillow's pixel limit is refused with a clear message instead of a
@@ -67,6 +67,14 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
     over Pillow's ``Image.MAX_IMAGE_PIXELS`` are refused. Raises
     ``ImageDecodeError`` with the reason when the file is not a readable image.
     """
+    return read_image(source, size, draft=draft, scope=False)[0]
+
+
+def read_image(source, size: int | None, *, draft: bool = JPEG_DRAFT,
+               scope: bool = True) -> tuple[np.ndarray, list[str]]:
+    """``decode``, and with ``scope`` the file checks of the input gate first (docs/gate.md):
+    a DICOM header that is not a frontal chest radiograph, or a colour image, raises
+    ``OutOfScopeError``. Returns the pixels and notes (DICOM tags that could not be checked)."""
     if isinstance(source, bytes):
         if not source:
             raise ImageDecodeError("empty file (0 bytes)")
@@ -82,7 +90,8 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
                 source = io.BytesIO(f.read())
     if isinstance(source, io.BytesIO) and is_dicom(source.getvalue()[:132]):
         limit = Image.MAX_IMAGE_PIXELS or math.inf  # checked from the header, before decoding
-        return _sized(Image.fromarray(dicom_to_gray8(source.getvalue(), limit)), size)
+        notes = header_scope(source.getvalue(), limit) if scope else []
+        return _sized(Image.fromarray(dicom_to_gray8(source.getvalue(), limit)), size), notes
     try:
         with Image.open(source, formats=IMAGE_FORMATS) as img:
             if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):  # whatever the filters
@@ -90,8 +99,10 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
             if draft and size is not None and img.format == "JPEG":
                 img.draft("L", (size, size))
             ImageOps.exif_transpose(img, in_place=True)
-            return _sized(to_grayscale8(img), size)
-    except ImageDecodeError:
+            if scope:
+                check_grayscale(img)
+            return _sized(to_grayscale8(img), size), []
+    except (ImageDecodeError, OutOfScopeError):
         raise
     except UnidentifiedImageError:
         raise ImageDecodeError(_refused_format(source)) from None
@@ -99,6 +110,25 @@ def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
         raise ImageDecodeError(_too_large(exc)) from None
     except Exception as exc:  # Pillow raises many types for bad files
         raise ImageDecodeError(f"{type(exc).__name__}: {exc}") from exc
+
+
+COLOUR_CHROMA = 24  # of 255: a pixel whose channels differ by more is coloured
+COLOUR_FRACTION = 0.02  # an image with more coloured pixels than this is a colour image
+
+
+def check_grayscale(img: Image.Image) -> None:
+    """``OutOfScopeError`` for a colour image: an X-ray stored as RGB has equal channels (up to
+    compression noise); more than ``COLOUR_FRACTION`` of coloured pixels (a photograph, a drawing,
+    a stained slide) is not one. Small coloured annotations stay under it."""
+    if img.mode in ("L", "LA", "1", "F", "I") or img.mode.startswith("I;"):
+        return
+    small = img.convert("RGB")
+    small.thumbnail((128, 128))
+    rgb = np.asarray(small, dtype=np.int16)
+    coloured = float(np.mean(rgb.max(axis=-1) - rgb.min(axis=-1) > COLOUR_CHROMA))
+    if coloured > COLOUR_FRACTION:
+        raise OutOfScopeError(f"image is in colour ({coloured:.0%} of its pixels are coloured); a chest "
+                              "X-ray is grayscale")
 
 
 def _sized(img: Image.Image, size: int | None) -> np.ndarray:
@@ -206,9 +236,14 @@ class Preprocessing:
 
     def load(self, source) -> np.ndarray:
         """One file as a (H, W, 1) uint8 array, by the rule above."""
+        return self.load_checked(source, scope=False)[0]
+
+    def load_checked(self, source, scope: bool = True) -> tuple[np.ndarray, list[str]]:
+        """``load`` after the input gate's file checks (``read_image``): pixels and notes."""
         if self.height != self.width:
             raise ConfigError("only square inputs are supported")
-        return decode(source, self.height, draft=self.jpeg_draft)[..., None]
+        pixels, notes = read_image(source, self.height, draft=self.jpeg_draft, scope=scope)
+        return pixels[..., None], notes
 
     def prepare(self, sources) -> np.ndarray:
         """Files as a float32 (N, H, W, C) model-input batch."""

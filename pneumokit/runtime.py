@@ -14,7 +14,15 @@ import numpy as np
 
 from .config import IMAGE_EXTENSIONS, INFERENCE_BATCH_SIZE
 from .contract import read_contract
-from .errors import ConfigError, DeviceError, ImageDecodeError, ModelFileError, RegistryError, one_line
+from .errors import (
+    ConfigError,
+    DeviceError,
+    ImageDecodeError,
+    ModelFileError,
+    OutOfScopeError,
+    RegistryError,
+    one_line,
+)
 from .files import printable, unreadable
 
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -127,6 +135,7 @@ class Predictor:
         self.input_name = contract["input_name"]
         self.output_name = contract["output_name"]
         self.heatmap_output = contract["heatmap"]  # None unless exported with --heatmap
+        self.gate = contract["gate"]  # {"output", "threshold"}; None for a file exported without one
         self.model_info = contract["model"]
 
     @staticmethod
@@ -147,81 +156,126 @@ class Predictor:
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         """Probabilities (N,) for a preprocessed float32 (N, H, W, C) batch (NaN where the
-        model's output is not a probability; ``predict_files`` reports those as errors)."""
-        return self._run(x, heatmap=False)[0]
+        model's output is not a probability; ``predict_files`` reports those as errors).
+        No gate: ``score_batch`` gives its scores too."""
+        return self.score_batch(x)["probability"]
 
     def heatmap_batch(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N,) and heatmaps (N, h, w) in [0, 1] (docs/explain.md); the file must
         have been exported with ``--heatmap``."""
-        return self._run(x, heatmap=True)
+        out = self.score_batch(x, heatmap=True)
+        return out["probability"], out["heatmap"]
 
-    def _run(self, x: np.ndarray, heatmap: bool):
+    def score_batch(self, x: np.ndarray, heatmap: bool = False) -> dict[str, np.ndarray | None]:
+        """``probability`` (N,), ``gate`` (N,) scores when the file has the input gate (else
+        None; in scope where <= ``gate_threshold``) and ``heatmap`` (N, h, w) when asked. NaN
+        marks an output that is not what the contract says (a damaged file)."""
         if heatmap and self.heatmap_output is None:
             raise ModelFileError(f"{self.path} has no heatmap output: export the model with "
                                  "`pneumokit export REF --heatmap`")
-        names = [self.output_name] + ([self.heatmap_output] if heatmap else [])
-        outs = self.session.run(names, {self.input_name: x})
-        prob = np.asarray(outs[0], dtype=np.float64).ravel()
+        names = [self.output_name] + ([self.heatmap_output] if heatmap else []) + \
+            ([self.gate["output"]] if self.gate else [])
+        outs = dict(zip(names, self.session.run(names, {self.input_name: x}), strict=True))
+        prob = np.asarray(outs[self.output_name], dtype=np.float64).ravel()
         if prob.size != len(x):
             raise ModelFileError(f"{self.path}: gave {prob.size} outputs for {len(x)} images, not one "
                                  "probability per image; export it again with `pneumokit export`")
         prob = np.where(np.isfinite(prob) & (prob >= 0) & (prob <= 1), prob, np.nan)
-        if not heatmap:
-            return prob, None
-        heat = np.asarray(outs[1], dtype=np.float32)
-        bad = ~np.all(np.isfinite(heat) & (heat >= 0) & (heat <= 1), axis=(1, 2))
-        return np.where(bad, np.nan, prob), heat
+        result = {"probability": prob, "heatmap": None, "gate": None}
+        if self.gate:
+            score = np.asarray(outs[self.gate["output"]], dtype=np.float64).ravel()
+            result["gate"] = np.where(np.isfinite(score) & (score >= 0), score, np.nan)
+        if heatmap:
+            heat = np.asarray(outs[self.heatmap_output], dtype=np.float32)
+            bad = ~np.all(np.isfinite(heat) & (heat >= 0) & (heat <= 1), axis=(1, 2))
+            result |= {"probability": np.where(bad, np.nan, prob), "heatmap": heat}
+        return result
 
     def predict_files(self, paths: Sequence[str | os.PathLike], batch_size: int = INFERENCE_BATCH_SIZE,
-                      threshold: float | None = None, heatmap: bool = False) -> list[dict]:
-        """One row per file: path, probability, label (and ``heatmap``, an (h, w) array, when
-        asked); unreadable files, and files whose output is not a finite probability, get
-        ``error`` instead (never a label)."""
-        rows = self.predict_sources([(printable(p), p) for p in paths], batch_size, threshold, heatmap)
-        for row in rows:
-            row["path"] = row.pop("name")
-        return rows
+                      threshold: float | None = None, heatmap: bool = False, gate: bool = True) -> list[dict]:
+        """One row per file: path, probability, label, in_scope, gate_score, reason, notes, error
+        (and ``heatmap``, an (h, w) array, when asked). With ``gate`` (the default), a file the
+        input gate refuses (docs/gate.md) gets ``in_scope: False``, a ``reason`` and no probability
+        or label; ``gate=False`` labels everything (``in_scope: None``), for research use.
+        Unreadable files, and files whose output is not a finite probability, get ``error``
+        instead (never a label)."""
+        rows = self.predict_sources([(printable(p), p) for p in paths], batch_size, threshold, heatmap, gate)
+        return [{"path": row.pop("name"), **row} for row in rows]
 
     def predict_sources(self, sources: Sequence[tuple[str, object]], batch_size: int = INFERENCE_BATCH_SIZE,
-                        threshold: float | None = None, heatmap: bool = False) -> list[dict]:
+                        threshold: float | None = None, heatmap: bool = False,
+                        gate: bool = True) -> list[dict]:
         """``predict_files`` for ``(name, source)`` pairs, a source being a path or the bytes of
         an image file (JPEG, PNG or DICOM); rows carry ``name`` and keep the given order."""
         threshold = self.threshold if threshold is None else check_threshold(threshold, "predict")
         rows: list[dict] = []
         for start in range(0, len(sources), batch_size):
-            rows += self._score_chunk(sources[start:start + batch_size], threshold, heatmap)
+            rows += self._score_chunk(sources[start:start + batch_size], threshold, heatmap, gate)
         return rows
 
-    def _score_chunk(self, chunk, threshold: float, heatmap: bool) -> list[dict]:
+    def _score_chunk(self, chunk, threshold: float, heatmap: bool, gate: bool) -> list[dict]:
         rows: list[dict | None] = [None] * len(chunk)
-        images, ok = [], []
+        images, ok, notes = [], [], []
         for i, (name, source) in enumerate(chunk):
             try:
-                images.append(self.preprocessing.load(source))
+                pixels, found = self.preprocessing.load_checked(source, scope=gate)
+                images.append(pixels)
                 ok.append(i)
+                notes.append("; ".join(found) or None)
+            except OutOfScopeError as exc:
+                rows[i] = _row(name, in_scope=False, reason=str(exc))
             except (ImageDecodeError, OSError) as exc:
-                rows[i] = _error_row(name, str(exc))
+                rows[i] = _row(name, error=str(exc))
         if images:
-            x = self.preprocessing.normalize(np.stack(images).astype(np.float32))
-            prob, heat = self._run(x, heatmap)
+            out = self.score_batch(self.preprocessing.normalize(np.stack(images).astype(np.float32)), heatmap)
             for j, i in enumerate(ok):
-                name = chunk[i][0]
-                if math.isnan(prob[j]):
-                    rows[i] = _error_row(name, NOT_FINITE)
-                    continue
-                rows[i] = {"name": name, "probability": float(prob[j]),
-                           "label": self.class_names[int(prob[j] >= threshold)], "error": None}
-                if heatmap:
-                    rows[i]["heatmap"] = heat[j]
+                rows[i] = self._scored_row(chunk[i][0], out, j, threshold, gate, notes[j])
         return rows
 
+    def _scored_row(self, name: str, out: dict, j: int, threshold: float, gate: bool, notes) -> dict:
+        score = None if out["gate"] is None else out["gate"][j]
+        gate_threshold = self.gate["threshold"] if self.gate else None
+        row = scored_row(name, out["probability"][j], score, threshold, self.class_names,
+                         gate_threshold if gate else None, notes)
+        if out["heatmap"] is not None and row["label"] is not None:
+            row["heatmap"] = out["heatmap"][j]
+        return row
 
+
+def scored_row(name: str, prob: float, score: float | None, threshold: float, class_names,
+               gate_threshold: float | None, notes: str | None = None) -> dict:
+    """The row of a scored image: an error if an output is not finite; out of scope, with the
+    reason and no probability or label, if ``score`` is over ``gate_threshold``; else labelled.
+    ``gate_threshold`` None: the gate is off (or the file has none) and ``in_scope`` is None."""
+    if math.isnan(prob) or (score is not None and math.isnan(score)):
+        return _row(name, error=NOT_FINITE)
+    score = None if score is None else float(score)
+    if gate_threshold is not None and score is not None and score > gate_threshold:
+        return _row(name, in_scope=False, gate_score=score, notes=notes,
+                    reason=f"{NOT_LIKE} (score {score:.3g} > {gate_threshold:g})")
+    in_scope = True if gate_threshold is not None and score is not None else None
+    return _row(name, probability=float(prob), label=class_names[int(prob >= threshold)], in_scope=in_scope,
+                gate_score=score, notes=notes)
+
+
+NOT_LIKE = "image is not like the chest X-rays this model was trained on"
 NOT_FINITE = ("the model's output is not a probability in [0, 1] (NaN or out of range): the ONNX "
               "file or its metadata is damaged; check it with `pneumokit registry verify`")
 
 
-def _error_row(name: str, error: str) -> dict:
-    return {"name": name, "probability": None, "label": None, "error": error}
+def out_of_scope_row(name: str, reason: str) -> dict:
+    return _row(name, in_scope=False, reason=reason)
+
+
+def error_row(name: str, error: str) -> dict:
+    return _row(name, error=error)
+
+
+def _row(name: str, *, probability=None, label=None, in_scope=None, gate_score=None, reason=None,
+         notes=None, error=None) -> dict:
+    """One result row; every key always present (docs/gate.md lists them)."""
+    return {"name": name, "probability": probability, "label": label, "in_scope": in_scope,
+            "gate_score": gate_score, "reason": reason, "notes": notes, "error": error}
 
 
 def registered_ref(path: Path) -> str | None:

@@ -61,6 +61,8 @@ def model_info(predictor) -> dict:
             "input": {"height": pre.height, "width": pre.width, "channels": pre.channels,
                       "formats": ["JPEG", "PNG", "DICOM"]},
             "heatmap": predictor.heatmap_output is not None, "providers": predictor.providers_in_use,
+            "gate": ({"state": "on", "threshold": predictor.gate["threshold"]} if predictor.gate
+                     else {"state": "absent", "threshold": None}),
             "file": printable(predictor.path), "sha256": sha256_file(predictor.path)}
 
 
@@ -97,7 +99,7 @@ def create_app(predictor, *, max_upload_mb: float = MAX_UPLOAD_MB, max_files: in
             return sources
         rows = await anyio.to_thread.run_sync(_score, predictor, sources, heatmap, limiter=scoring)
         body = {"model": info["ref"] or info["exported_as"], "threshold": predictor.threshold,
-                "class_names": predictor.class_names, "results": rows}
+                "class_names": predictor.class_names, "gate": info["gate"]["state"], "results": rows}
         if all(r["error"] for r in rows):
             return JSONResponse({**body, "error": "no file could be scored: " + "; ".join(
                 f"{r['file']}: {r['error']}" for r in rows)[:2000]}, status_code=422)
@@ -206,8 +208,11 @@ def run(model: str, *, registry_root, host: str, port: int, workers: int, provid
     info = model_info(predictor)
     where = f"[{host}]" if ":" in host else host
     print(f"serving {info['ref'] or info['file']} (sha256 {info['sha256'][:12]}, threshold "
-          f"{info['threshold']:.4f}, heatmap {'yes' if info['heatmap'] else 'no'}) on http://{where}:{port}/",
-          flush=True)
+          f"{info['threshold']:.4f}, heatmap {'yes' if info['heatmap'] else 'no'}, input gate "
+          f"{info['gate']['state']}) on http://{where}:{port}/", flush=True)
+    if predictor.gate is None:
+        print("warning: this model has no input gate: images that are not chest X-rays still get a label; "
+              "train and export it again (docs/gate.md)", flush=True)
     if workers == 1:
         uvicorn.run(create_app(predictor, **limits), host=host, port=port, log_level="info",
                     access_log=access_log)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import gate
 from .calibration import calibrate
 from .config import CLASS_NAMES, CV_SPLITS, TrainConfig
 from .data import Problem, scan
@@ -52,8 +53,9 @@ def train(
     A stratified, patient-grouped ``config.val_fraction`` of the images is held
     out for early stopping (validation AUC, best weights restored), to fit the
     temperature that calibrates the probabilities (applied inside the
-    registered model) and, by ``config.threshold_rule``, the decision threshold.
-    Class weights balance the classes.
+    registered model), by ``config.threshold_rule``, the decision threshold, and
+    the input gate's threshold (docs/gate.md; the gate itself is fitted on the
+    training split). Class weights balance the classes.
 
     Parameters
     ----------
@@ -103,13 +105,16 @@ def train(
                "validation_patients": int(va["patient"].nunique()), "grouping": "patient"},
         skipped=[p.to_dict() for p in skipped],
     )
+    from .ensemble import calibrated
+
+    model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
+    gate_file, meta["gate"] = gate.fit_on_files(
+        model, pre, tr["path"], va["path"], seed=config.seed, batch_size=config.batch_size,
+        held_out="the validation split: patients the network never trained on")
     with registry.staging(name) as tmp:
         artifacts = _artifacts(Path(tmp), fitted, arch.name, metrics, threshold, y_val, prob, temperature)
-        from .ensemble import calibrated
-
-        model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
-        version = registry.save(name, model, meta,
-                                artifacts={**artifacts, TRAINING_IMAGES: training_images(index)})
+        version = registry.save(name, model, meta, artifacts={
+            **artifacts, TRAINING_IMAGES: training_images(index), gate.GATE_FILE: gate_file})
     return TrainResult(version=version, metrics=metrics, threshold=threshold,
                        best_epoch=fitted.best_epoch, threshold_rule=rule, calibration=calibration,
                        skipped=skipped)

@@ -6,11 +6,13 @@ import numpy as np
 
 
 def write_dicom(path: Path, gray8: np.ndarray, *, bits: int = 16, monochrome1: bool = False,
-                slope: float = 1.0, intercept: float = 0.0, window: bool = True, syntax=None) -> Path:
+                slope: float = 1.0, intercept: float = 0.0, window: bool = True, syntax=None,
+                tags: dict | None = None) -> Path:
     """A single-frame DICOM whose display (modality LUT, window, MONOCHROME1) is exactly ``gray8``.
 
     16-bit: stored = (gray * 257 - intercept) / slope, windowed by centre 32768, width 65536, so
     DICOM's linear window gives back gray * 257 * 255 / 65535 = gray. 8-bit: centre 128, width 256.
+    ``tags`` are set last (e.g. ``{"Modality": "CT"}``; a value None deletes the tag).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -39,5 +41,10 @@ def write_dicom(path: Path, gray8: np.ndarray, *, bits: int = 16, monochrome1: b
     if window:
         ds.WindowCenter, ds.WindowWidth = (32768, 65536) if bits == 16 else (128, 256)
     ds.PixelData = stored.tobytes()
+    for key, value in (tags or {}).items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
     ds.save_as(path, enforce_file_format=True)
     return path

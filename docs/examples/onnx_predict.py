@@ -3,8 +3,11 @@
     python onnx_predict.py model.onnx image.jpeg [image2.png ...]
 
 Everything needed is read from the file's metadata_props (pneumokit.*). Prints
-path,probability,label per image, and, for a file exported with --heatmap, the
-image's heatmap as a fourth column (JSON rows; docs/explain.md).
+path,probability,label,gate_score per image, and, for a file exported with
+--heatmap, the image's heatmap as a fifth column (JSON rows; docs/explain.md).
+An image whose gate score is over the gate's threshold is not a chest X-ray
+like those the model was trained on: it gets OUT_OF_SCOPE and no probability
+(docs/gate.md).
 """
 
 import json
@@ -43,14 +46,20 @@ def main(model_path, image_paths):
     input_name = json.loads(meta["pneumokit.input"])["name"]
     classes = json.loads(meta["pneumokit.class_names"])
     threshold = float(meta["pneumokit.threshold"])
+    gate = json.loads(meta.get("pneumokit.gate", "null"))  # None: exported without the input gate
     outputs = [o["name"] for o in json.loads(meta.get("pneumokit.outputs", "[]"))] or [
         json.loads(meta["pneumokit.output"])["name"]]
     batch = np.stack([load(p, pre) for p in image_paths])
-    results = session.run(outputs, {input_name: batch})
-    for i, (path, p) in enumerate(zip(image_paths, results[0][:, 0], strict=True)):
-        row = f"{path},{p:.6f},{classes[int(p >= threshold)]}"
-        if len(results) > 1:  # the heatmap, quoted: its JSON holds commas
-            row += f',"{json.dumps(np.round(results[1][i].astype(float), 4).tolist())}"'
+    results = dict(zip(outputs, session.run(outputs, {input_name: batch}), strict=True))
+    for i, path in enumerate(image_paths):
+        p = results[outputs[0]][i, 0]
+        score = results[gate["output"]][i] if gate else float("nan")
+        if gate and score > gate["threshold"]:
+            row = f"{path},,OUT_OF_SCOPE,{score:.6g}"
+        else:
+            row = f"{path},{p:.6f},{classes[int(p >= threshold)]},{score:.6g}"
+        if "heatmap" in results:  # the heatmap, quoted: its JSON holds commas
+            row += f',"{json.dumps(np.round(results["heatmap"][i].astype(float), 4).tolist())}"'
         print(row)
 
 
