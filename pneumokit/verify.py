@@ -13,6 +13,7 @@ import math
 
 from .errors import PneumokitError, RegistryError
 from .export import ONNX_FILE, metadata_props
+from .gate import GATE_FILE
 from .registry import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelVersion, Registry, validate_name
 
 
@@ -93,12 +94,12 @@ def onnx_disagreements(mv: ModelVersion) -> list[str]:
         return [str(exc)]
     onnx = predictor.session.get_modelmeta().custom_metadata_map
     try:
-        expected = metadata_props(mv.metadata)
+        expected = metadata_props(mv.metadata, gate=GATE_FILE in mv.metadata.get("artifacts", {}))
     except (KeyError, TypeError, ValueError) as exc:
         return [f"{mv.path / METADATA_FILE}: incomplete ({type(exc).__name__}: {exc})"]
     problems = []
     for key in ("pneumokit.threshold", "pneumokit.class_names", "pneumokit.preprocessing",
-                "pneumokit.model", "pneumokit.calibration"):
+                "pneumokit.model", "pneumokit.calibration", "pneumokit.gate"):
         got, want = onnx.get(key), expected.get(key)
         if _parsed(got) != _parsed(want):
             problems.append(f"{mv.path / ONNX_FILE}: {key} is {got} but {mv.path / METADATA_FILE} "

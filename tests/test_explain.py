@@ -124,7 +124,7 @@ def test_export_heatmap_writes_the_contract(exported):
     assert exported["export"]["parity"]["max_abs_diff"] <= 1e-4
     session = ort.InferenceSession(str(exported["export"]["path"]), providers=["CPUExecutionProvider"])
     outputs = json.loads(session.get_modelmeta().custom_metadata_map["pneumokit.outputs"])
-    assert [o["name"] for o in outputs] == ["probability", "heatmap"]
+    assert [o["name"] for o in outputs] == ["probability", "heatmap", "gate"]  # the input gate: gate.md
     assert outputs[1]["shape"] == ["batch", 2, 2] and outputs[1]["range"] == [0, 1]
 
 
@@ -213,7 +213,8 @@ def test_onnx_only_example_prints_the_heatmap(exported):
         images, heatmap=True)
     for row, w in zip(rows, want, strict=True):
         assert abs(float(row[1]) - w["probability"]) < 1e-3 and row[2] == w["label"]
-        np.testing.assert_allclose(np.asarray(json.loads(row[3])), w["heatmap"], atol=2e-3)
+        assert float(row[3]) == pytest.approx(w["gate_score"], rel=1e-4)
+        np.testing.assert_allclose(np.asarray(json.loads(row[4])), w["heatmap"], atol=2e-3)
 
 
 def test_overlays_never_replace_the_input_images(exported, tmp_path):
