@@ -483,8 +483,8 @@ def _fit_gate(run: _Run, model) -> tuple[bytes, dict]:
     an ensemble but one) trained on those too, so they are held out from the gate's fit only."""
     index, config = run.index, run.config
     held = holdout(index, config.val_fraction, config.seed, config.grouping)
-    return gate.fit_on_files(model, run.pre, index["path"][~held], index["path"][held], seed=config.seed,
-                             batch_size=config.batch_size,
+    return gate.fit_on_files(model, run.pre, index["path"][~held], index["path"][held],
+                             augment=config.augment, seed=config.seed, batch_size=config.batch_size,
                              held_out="a patient-grouped split held out from the gate's fit (the "
                                       "registered model trained on it)")
 

@@ -233,13 +233,32 @@ def fit(model, pre, fit_images: np.ndarray, held_images: np.ndarray, *, seed: in
     return buf.getvalue(), record
 
 
-def fit_on_files(model, pre, fit_paths, held_paths, *, seed: int = 0, batch_size: int = 64,
-                 held_out: str = "") -> tuple[bytes, dict]:
-    """``fit`` from image files (decoded by ``pre``'s rule)."""
+def augmented(images: np.ndarray, pre, augment: str, seed: int) -> np.ndarray:
+    """One copy of uint8 (N, H, W, 1) images through the training augmentation ``augment`` (the
+    same pipeline as training, seeded), back as uint8: what the model was trained to see."""
+    from .pipeline import build_augmentations, make_dataset
+    from .plugins import get_catalog
+
+    layers = build_augmentations(augment, get_catalog(), seed)
+    ds = make_dataset([f"image {i}" for i in range(len(images))], None, pre, batch_size=256, training=True,
+                      augmentations=layers, seed=seed, images=images)
+    x = np.concatenate([np.asarray(batch)[..., :1] for batch in ds])
+    pixels = (x * np.float32(pre.std[0]) + np.float32(pre.mean[0])) / np.float32(pre.scale)
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def fit_on_files(model, pre, fit_paths, held_paths, *, augment: str = "", seed: int = 0,
+                 batch_size: int = 64, held_out: str = "") -> tuple[bytes, dict]:
+    """``fit`` from image files (decoded by ``pre``'s rule): the training images and, with an
+    ``augment`` spec, one augmented copy of each, so the gate accepts what the model was trained
+    to see (the copy halved the flags on a narrower field of view, bench/gate.py)."""
     from .decoding import decode_all
 
-    return fit(model, pre, decode_all(list(fit_paths), pre), decode_all(list(held_paths), pre), seed=seed,
-               batch_size=batch_size, held_out=held_out)
+    images = decode_all(list(fit_paths), pre)
+    if augment:
+        images = np.concatenate([images, augmented(images, pre, augment, seed)])
+    return fit(model, pre, images, decode_all(list(held_paths), pre), seed=seed, batch_size=batch_size,
+               held_out=held_out)
 
 
 def load(data: bytes | str) -> dict[str, np.ndarray]:

@@ -105,19 +105,32 @@ def train(
                "validation_patients": int(va["patient"].nunique()), "grouping": "patient"},
         skipped=[p.to_dict() for p in skipped],
     )
-    from .ensemble import calibrated
-
-    model = compile_model(calibrated(fitted.model, temperature), config.learning_rate)
-    gate_file, meta["gate"] = gate.fit_on_files(
-        model, pre, tr["path"], va["path"], seed=config.seed, batch_size=config.batch_size,
-        held_out="the validation split: patients the network never trained on")
-    with registry.staging(name) as tmp:
-        artifacts = _artifacts(Path(tmp), fitted, arch.name, metrics, threshold, y_val, prob, temperature)
-        version = registry.save(name, model, meta, artifacts={
-            **artifacts, TRAINING_IMAGES: training_images(index), gate.GATE_FILE: gate_file})
+    version = _register(registry, name, fitted, config, pre, meta, index, (tr, va),
+                        _artifacts_of(fitted, arch.name, metrics, threshold, y_val, prob, temperature))
     return TrainResult(version=version, metrics=metrics, threshold=threshold,
                        best_epoch=fitted.best_epoch, threshold_rule=rule, calibration=calibration,
                        skipped=skipped)
+
+
+def _register(registry: Registry, name: str, fitted, config: TrainConfig, pre: Preprocessing, meta: dict,
+              index, split, write_artifacts) -> ModelVersion:
+    """Calibrate the model, fit its input gate (docs/gate.md: on the training split, thresholds
+    from the validation split) and register it with its artifacts."""
+    from .ensemble import calibrated
+
+    tr, va = split
+    model = compile_model(calibrated(fitted.model, meta["calibration"]["temperature"]), config.learning_rate)
+    gate_file, meta["gate"] = gate.fit_on_files(
+        model, pre, tr["path"], va["path"], augment=config.augment, seed=config.seed,
+        batch_size=config.batch_size, held_out="the validation split: patients the network never trained on")
+    with registry.staging(name) as tmp:
+        return registry.save(name, model, meta, artifacts={
+            **write_artifacts(Path(tmp)), TRAINING_IMAGES: training_images(index), gate.GATE_FILE: gate_file})
+
+
+def _artifacts_of(fitted, label: str, metrics: dict, threshold: float, y_val, prob, temperature: float):
+    """``tmp -> artifacts``: the history and plots, written when the staging folder exists."""
+    return lambda tmp: _artifacts(tmp, fitted, label, metrics, threshold, y_val, prob, temperature)
 
 
 def _artifacts(tmp: Path, fitted, label: str, metrics: dict, threshold: float, y_val, prob,

@@ -9,9 +9,11 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers_serve import served
+from PIL import Image
 
 CHROMIUM = (os.environ.get("PNEUMOKIT_CHROMIUM") or shutil.which("chromium")
             or shutil.which("chromium-browser"))
@@ -29,6 +31,8 @@ def test_page_shows_what_predict_says_and_draws_the_heatmap(exported, tmp_path):
 
     assert CHROMIUM, "PNEUMOKIT_REQUIRE_BROWSER=1 but no chromium was found"
     image = exported["images"][-1]
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (72, 72)).astype(np.uint8)).save(noise)
     out = CliRunner().invoke(main, ["predict", "heat:1", str(image), "--registry", str(exported["registry"]),
                                     "--json"])
     want = json.loads(out.stdout)["predictions"][0]
@@ -54,5 +58,13 @@ def test_page_shows_what_predict_says_and_draws_the_heatmap(exported, tmp_path):
             assert colored > 0.05, colored
             page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
             assert (tmp_path / "serve.png").stat().st_size > 10_000
+            # an image that is not a chest X-ray: no label, the gate's reason instead (docs/gate.md)
+            page.set_input_files("#files", str(noise))
+            page.wait_for_selector("[data-testid=reason]", timeout=20_000)
+            assert page.text_content("[data-testid=label]") == "OUT OF SCOPE"
+            assert page.text_content("[data-testid=reason]").startswith("image is not like the chest X-rays")
+            assert page.evaluate("() => document.querySelector('[data-testid=result]')"
+                                 ".querySelector('[data-testid=probability]') === null")
+            assert "1 out of scope" in page.text_content("#status")
         finally:
             browser.close()
