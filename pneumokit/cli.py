@@ -105,6 +105,17 @@ def _result_rows(rows: list[dict], extra: tuple[str, ...] = ()) -> str:
     return _table(shown, columns + (["reason"] if any(r["reason"] for r in shown) else []))
 
 
+def _gate_fitted(meta: dict) -> None:
+    """One line on the input gate a training run fitted (docs/gate.md)."""
+    g = meta.get("gate")
+    if g:
+        held = g["held_out"]
+        fitted = (f"{g['fit_images'] // 2} training images and an augmented copy of each"
+                  if g.get("augmented_copy") else f"{g['fit_images']} training images")
+        click.echo(f"input gate: fitted on {fitted}; flags {held['flagged']} of {held['images']} held-out "
+                   "images (docs/gate.md)")
+
+
 def _gate_notice(state: str, rows: list[dict]) -> None:
     """One line on stderr: the gate was off, absent, or how many images it refused."""
     if state == "off":
@@ -349,6 +360,7 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
     click.echo("  " + "  ".join(f"{k} {m[k]:.4f}" for k in
                                 ("auc", "accuracy", "recall", "specificity", "precision", "f1",
                                  "brier", "ece")))
+    _gate_fitted(result.version.metadata)
 
 
 @main.command("cv")
@@ -471,6 +483,7 @@ def _cv_report(result) -> None:
         click.echo(f"model: the mean of the {c.folds} fold models (no final fit)")
     if result.version is not None:
         click.echo(f"registered {result.version.ref} at {result.version.path}")
+        _gate_fitted(result.version.metadata)
     click.echo(f"results in {result.output}")
 
 
@@ -687,7 +700,7 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
         raise click.ClickException(f"no images found in {', '.join(inputs)}")
     rows = predictor.predict_files(paths, batch_size=batch_size, threshold=threshold,
                                    heatmap=heatmap_dir is not None, gate=gate == "on")
-    from .explain import gate_state
+    from .runtime import gate_state
 
     state = gate_state(gate == "on", predictor.gate is not None)
     if heatmap_dir is not None:

@@ -18,6 +18,7 @@ from .preprocessing import Preprocessing
 _FIX = "the file is damaged or was edited: export it again with `pneumokit export`"
 HEATMAP_OUTPUT = "heatmap"  # an optional output (``pneumokit.outputs``, docs/explain.md)
 GATE_OUTPUT = "gate"  # the input gate's score (``pneumokit.gate``, docs/gate.md)
+GATE_THRESHOLD = 1.0  # in scope when the score is at most this: each check is in units of its own threshold
 
 
 def read_contract(session, path) -> dict:
@@ -79,12 +80,15 @@ def _heatmap(session, props: dict, path) -> str | None:
 def _gate(session, props: dict, path) -> dict | None:
     """The input gate (``pneumokit.gate``): its output, a float [batch] score, and its threshold."""
     if "pneumokit.gate" not in props:
+        if GATE_OUTPUT in _declared(props, path) or GATE_OUTPUT in [o.name for o in session.get_outputs()]:
+            raise _bad(path, "pneumokit.gate", f"is missing, but the file has a {GATE_OUTPUT!r} output: "
+                                               "the input gate's contract was removed")
         return None
     gate = _value(props, "pneumokit.gate", path)
     threshold = gate.get("threshold") if isinstance(gate, dict) else None
-    if not (is_number(threshold) and threshold > 0) or gate.get("output") != GATE_OUTPUT:
+    if not (is_number(threshold) and threshold == GATE_THRESHOLD) or gate.get("output") != GATE_OUTPUT:
         raise _bad(path, "pneumokit.gate", f"= {props['pneumokit.gate'][:80]!r} must give output "
-                                           f"{GATE_OUTPUT!r} and a positive threshold")
+                                           f"{GATE_OUTPUT!r} and threshold {GATE_THRESHOLD}")
     if GATE_OUTPUT not in _declared(props, path):
         raise _bad(path, "pneumokit.outputs", f"does not list the {GATE_OUTPUT!r} output that "
                                               "pneumokit.gate names")

@@ -478,9 +478,9 @@ def _final_model(run: _Run, cv: CVResult, plots: list[Path], progress: bool):
 
 
 def _fit_gate(run: _Run, model) -> tuple[bytes, dict]:
-    """The input gate of the registered model (docs/gate.md): fitted on a patient-grouped
-    ``val_fraction`` of the images, its threshold from the rest. The final fit (and every fold of
-    an ensemble but one) trained on those too, so they are held out from the gate's fit only."""
+    """The input gate of the registered model (docs/gate.md): fitted on the images but a
+    patient-grouped ``val_fraction``, its thresholds from that fraction. The final fit (and every
+    fold of an ensemble but one) trained on those too: they are held out from the gate's fit only."""
     index, config = run.index, run.config
     held = holdout(index, config.val_fraction, config.seed, config.grouping)
     return gate.fit_on_files(model, run.pre, index["path"][~held], index["path"][held],

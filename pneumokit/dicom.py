@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import io
 import math
+import re
+import warnings
 import zlib
 
 import numpy as np
@@ -37,7 +39,13 @@ DICOM_EXTENSIONS = (".dcm",)
 # SC, ...) is another kind of image, or one whose kind is unknown.
 ACCEPTED_MODALITIES = ("CR", "DX", "RG")
 FRONTAL_VIEWS = ("PA", "AP")
-CHEST_BODY_PARTS = ("CHEST", "THORAX")
+# ViewPosition words that say "not frontal", even beside PA or AP (DICOM's defined terms and
+# what exports write in their place)
+OTHER_VIEWS = ("LL", "RL", "LLD", "RLD", "LLO", "RLO", "LAO", "RAO", "LPO", "RPO", "LAT", "LATERAL",
+               "OBL", "OBLIQUE", "DECUBITUS")
+# BodyPartExamined is free text in practice ("PORT CHEST", "CHEST PA", "TORAX"): a word that
+# names the chest is enough
+CHEST_BODY_PARTS = ("CHEST", "THORAX", "TORAX", "THORAC", "LUNG", "PULMO")
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 CODEC_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or gdcm)"
 
@@ -125,9 +133,11 @@ def header_scope(data: bytes, max_pixels: float = math.inf) -> list[str]:
 
     try:
         _check_inflated_size(data, max_pixels)
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-        tags = {k: str(ds.get(k, "") or "").strip().upper() for k in
-                ("Modality", "ViewPosition", "BodyPartExamined", "PhotometricInterpretation")}
+        with warnings.catch_warnings():  # pydicom warns on odd values; the reason says what matters
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            tags = {k: _text(ds.get(k)) for k in
+                    ("Modality", "ViewPosition", "BodyPartExamined", "PhotometricInterpretation")}
     except ImageDecodeError:
         raise
     except Exception as exc:  # damaged headers raise many types from pydicom
@@ -140,19 +150,30 @@ def header_scope(data: bytes, max_pixels: float = math.inf) -> list[str]:
     return [f"DICOM {', '.join(missing)} missing: not checked"] if missing else []
 
 
+def _text(value) -> str:
+    """A header value as upper-case text: several values joined by a backslash, as DICOM writes
+    them; unprintable characters escaped and long values cut (it goes into one-line reasons)."""
+    if value is None:
+        return ""
+    parts = list(value) if _multi(value) else [value]
+    text = "\\".join(str(v) for v in parts).strip().upper()
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)[:64]
+
+
 def _refusal(tags: dict[str, str]) -> str | None:
     modality, view, part, colour = (tags[k] for k in ("Modality", "ViewPosition", "BodyPartExamined",
                                                        "PhotometricInterpretation"))
+    view_words, part_text = set(re.findall(r"[A-Z]+", view)), part.replace(" ", "")
     if modality and modality not in ACCEPTED_MODALITIES:
         return (f"DICOM Modality is {modality}; pneumokit reads chest radiographs "
                 f"({', '.join(ACCEPTED_MODALITIES)})")
-    if view and view not in FRONTAL_VIEWS:
+    if view and (view_words & set(OTHER_VIEWS) or not view_words & set(FRONTAL_VIEWS)):
         return f"DICOM ViewPosition is {view}; pneumokit reads frontal views ({' or '.join(FRONTAL_VIEWS)})"
-    if part and part not in CHEST_BODY_PARTS:
-        parts = " or ".join(CHEST_BODY_PARTS)
-        return f"DICOM BodyPartExamined is {part}; pneumokit reads chest X-rays ({parts})"
+    if part and not any(word in part_text for word in CHEST_BODY_PARTS):
+        return f"DICOM BodyPartExamined is {part}; pneumokit reads chest X-rays (CHEST or THORAX)"
     if colour and colour not in GRAYSCALE:
-        return f"DICOM pixel data is colour ({colour}); a chest radiograph is grayscale (MONOCHROME1/2)"
+        return (f"DICOM PhotometricInterpretation is {colour}, not grayscale (MONOCHROME1/2): a chest "
+                "radiograph is grayscale")
     return None
 
 

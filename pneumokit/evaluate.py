@@ -15,18 +15,19 @@ from .files import check_output_folder, write_csv_atomic, write_json_atomic
 from .metrics import binary_metrics
 from .preprocessing import Preprocessing
 from .registry import Registry
-from .runtime import check_threshold
+from .runtime import NOT_FINITE, check_threshold
 
 
-def _keras_rows(registry: Registry, mv, paths, pre: Preprocessing, gate: bool) -> list[dict]:
-    """``predict_files``'s rows from the Keras model (a version not exported yet), gate included."""
+def _keras_rows(registry: Registry, mv, paths, pre: Preprocessing, gate: bool) -> tuple[list[dict], str]:
+    """``predict_files``'s rows from the Keras model (a version not exported yet), gate included,
+    and the gate's state."""
     from .errors import ImageDecodeError, OutOfScopeError
-    from .gate import keras_scorer
-    from .runtime import error_row, out_of_scope_row, scored_row
+    from .gate import THRESHOLD, keras_scorer
+    from .runtime import error_row, gate_state, out_of_scope_row, scored_row
 
     model = registry.load_model(mv.ref)
     gate_score = keras_scorer(model, mv)
-    gate_threshold = mv.metadata["gate"]["threshold"] if gate and gate_score is not None else None
+    gate_threshold = THRESHOLD if gate and gate_score is not None else None
     classes, threshold = mv.metadata.get("class_names", list(CLASS_NAMES)), float(mv.metadata["threshold"])
     rows = []
     for p in paths:
@@ -42,7 +43,7 @@ def _keras_rows(registry: Registry, mv, paths, pre: Preprocessing, gate: bool) -
         prob = float(np.ravel(model(x, training=False))[0])
         score = None if gate_score is None else float(gate_score(x)[0])
         rows.append(scored_row(p, prob, score, threshold, classes, gate_threshold, "; ".join(notes) or None))
-    return rows
+    return rows, gate_state(gate, gate_score is not None)
 
 
 def _training_overlap(mv, index: pd.DataFrame) -> int | None:
@@ -84,11 +85,7 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
     paths, y = index["path"].tolist(), index["label"].to_numpy()
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
     rows, threshold, engine, state = _rows(mv, registry, paths, pre, gate)
-    errors = [r for r in rows if r["error"]]
-    if errors:
-        first = errors[0]
-        raise ModelFileError(f"{mv.ref} gave no probability for {len(errors)} of {len(paths)} images "
-                             f"(e.g. {first.get('path', first.get('name'))}): {first['error']}")
+    _check_errors(rows, paths, mv)
     scored = np.array([r["probability"] is not None for r in rows])
     prob = np.array([np.nan if r["probability"] is None else r["probability"] for r in rows])
     if not scored.any():
@@ -126,9 +123,8 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
 def _rows(mv, registry: Registry, paths, pre: Preprocessing, gate: bool):
     """Rows as ``predict`` gives them, the threshold, the engine and the gate's state: from the
     version's ONNX file when it has one (what is deployed), else from the Keras model."""
-    from .explain import gate_state
     from .export import ONNX_FILE
-    from .runtime import Predictor
+    from .runtime import Predictor, gate_state
 
     if ONNX_FILE in mv.metadata.get("artifacts", {}):
         predictor = Predictor(mv.ref, registry=registry)  # checks the file's sha256 first
@@ -137,8 +133,25 @@ def _rows(mv, registry: Registry, paths, pre: Preprocessing, gate: bool):
         engine = f"onnxruntime ({', '.join(predictor.providers_in_use)})"
         return rows, threshold, engine, gate_state(gate, predictor.gate is not None)
     threshold = check_threshold(mv.metadata.get("threshold"), str(mv.path / "metadata.json"))
-    rows = _keras_rows(registry, mv, paths, pre, gate)
-    return rows, threshold, "keras", gate_state(gate, "gate" in mv.metadata)
+    rows, state = _keras_rows(registry, mv, paths, pre, gate)
+    return rows, threshold, "keras", state
+
+
+def _check_errors(rows: list[dict], paths: list[str], mv) -> None:
+    """Unreadable images are named (``ImageDecodeError``); outputs that are not probabilities
+    mean a damaged model file (``ModelFileError``)."""
+    from .errors import ImageDecodeError
+
+    unreadable = [(p, r["error"]) for p, r in zip(paths, rows, strict=True)
+                  if r["error"] and r["error"] != NOT_FINITE]
+    if unreadable:
+        listed = "; ".join(f"{p}: {e}" for p, e in unreadable[:5])
+        raise ImageDecodeError(f"{len(unreadable)} image(s) could not be read ({listed}); run `pneumokit "
+                               "data check` on the data, or leave them out with --skip-bad")
+    bad = [p for p, r in zip(paths, rows, strict=True) if r["error"]]
+    if bad:
+        raise ModelFileError(f"{mv.ref} gave no probability for {len(bad)} of {len(paths)} images "
+                             f"(e.g. {bad[0]}): {NOT_FINITE}")
 
 
 def _gate_summary(rows: list[dict], y: np.ndarray, state: str) -> dict:

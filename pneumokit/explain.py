@@ -23,9 +23,10 @@ import numpy as np
 from .config import EXPLAIN_METHODS
 from .errors import ConfigError, ImageDecodeError
 from .files import atomic_write, check_output_folder, printable
-from .gate import keras_scorer
+from .gate import THRESHOLD, keras_scorer
 from .overlay import caption, overlay, png_bytes
 from .preprocessing import decode
+from .runtime import gate_state
 
 
 def explain(model: str, paths, *, output: str | os.PathLike | None = None, registry=None,
@@ -101,11 +102,6 @@ def _onnx_scorer(predictor, mv, gate: bool) -> dict:
             "score": lambda paths: predictor.predict_files(paths, heatmap=True, gate=gate)}
 
 
-def gate_state(gate: bool, has_gate: bool) -> str:
-    """``on``, ``off`` (asked for) or ``absent`` (a model registered or exported without one)."""
-    return "off" if not gate else ("on" if has_gate else "absent")
-
-
 def _keras_scorer(mv, registry, method: str, gate: bool) -> dict:
     from .heatmap import with_heatmap
     from .preprocessing import Preprocessing
@@ -140,7 +136,7 @@ def _keras_row(path, pre, run, gate_score, mv, gate: bool) -> dict:
         x = pre.normalize(pixels[None].astype(np.float32))
         prob, heat = run(x)
         score = None if gate_score is None else float(gate_score(x)[0])
-        on = mv.metadata["gate"]["threshold"] if gate and score is not None else None
+        on = THRESHOLD if gate and score is not None else None
         row = scored_row(name, float(np.ravel(prob)[0]), score, float(mv.metadata["threshold"]),
                          mv.metadata.get("class_names", ["NORMAL", "PNEUMONIA"]), on,
                          "; ".join(notes) or None)

@@ -35,13 +35,13 @@ import io
 
 import numpy as np
 
-from .contract import GATE_OUTPUT
+from .contract import GATE_OUTPUT, GATE_THRESHOLD
 
 GATE_FILE = "gate.npz"
 GRID = 16  # the layout's grid: GRID x GRID cells
 QUANTILE = 0.995  # of held-out real X-rays' values, per component
 MARGIN = 1.5  # times that quantile: room for a new site's acquisition (bench/gate.py)
-THRESHOLD = 1.0  # on the score: each component in units of its own threshold
+THRESHOLD = GATE_THRESHOLD  # on the score: each component in units of its own threshold
 HIDDEN = 64  # the orientation network's hidden units
 ALPHA = 0.01  # its L2 penalty (docs/gate.md: a first trial against 0.001 and a linear model)
 TRANSFORMS = ("rot90", "rot180", "rot270", "upside_down", "inverted", "patch")
@@ -257,8 +257,9 @@ def fit_on_files(model, pre, fit_paths, held_paths, *, augment: str = "", seed: 
     images = decode_all(list(fit_paths), pre)
     if augment:
         images = np.concatenate([images, augmented(images, pre, augment, seed)])
-    return fit(model, pre, images, decode_all(list(held_paths), pre), seed=seed, batch_size=batch_size,
-               held_out=held_out)
+    data, record = fit(model, pre, images, decode_all(list(held_paths), pre), seed=seed,
+                       batch_size=batch_size, held_out=held_out)
+    return data, record | {"augmented_copy": augment or None}
 
 
 def load(data: bytes | str) -> dict[str, np.ndarray]:

@@ -182,9 +182,9 @@ class Predictor:
                                  "probability per image; export it again with `pneumokit export`")
         prob = np.where(np.isfinite(prob) & (prob >= 0) & (prob <= 1), prob, np.nan)
         result = {"probability": prob, "heatmap": None, "gate": None}
-        if self.gate:
+        if self.gate:  # +inf is far out, not damage; NaN or a negative score is damage
             score = np.asarray(outs[self.gate["output"]], dtype=np.float64).ravel()
-            result["gate"] = np.where(np.isfinite(score) & (score >= 0), score, np.nan)
+            result["gate"] = np.where(score >= 0, np.minimum(score, np.finfo(np.float32).max), np.nan)
         if heatmap:
             heat = np.asarray(outs[self.heatmap_output], dtype=np.float32)
             bad = ~np.all(np.isfinite(heat) & (heat >= 0) & (heat <= 1), axis=(1, 2))
@@ -234,6 +234,8 @@ class Predictor:
 
     def _scored_row(self, name: str, out: dict, j: int, threshold: float, gate: bool, notes) -> dict:
         score = None if out["gate"] is None else out["gate"][j]
+        if not gate and score is not None and math.isnan(score):
+            score = None  # the gate is off: a damaged score is not acted on
         gate_threshold = self.gate["threshold"] if self.gate else None
         row = scored_row(name, out["probability"][j], score, threshold, self.class_names,
                          gate_threshold if gate else None, notes)
@@ -261,6 +263,11 @@ def scored_row(name: str, prob: float, score: float | None, threshold: float, cl
 NOT_LIKE = "image is not like the chest X-rays this model was trained on"
 NOT_FINITE = ("the model's output is not a probability in [0, 1] (NaN or out of range): the ONNX "
               "file or its metadata is damaged; check it with `pneumokit registry verify`")
+
+
+def gate_state(gate: bool, has_gate: bool) -> str:
+    """``on``, ``off`` (asked for) or ``absent`` (a model registered or exported without one)."""
+    return "off" if not gate else ("on" if has_gate else "absent")
 
 
 def out_of_scope_row(name: str, reason: str) -> dict:

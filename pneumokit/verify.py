@@ -95,7 +95,7 @@ def onnx_disagreements(mv: ModelVersion) -> list[str]:
     onnx = predictor.session.get_modelmeta().custom_metadata_map
     try:
         expected = metadata_props(mv.metadata, gate=GATE_FILE in mv.metadata.get("artifacts", {}))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return [f"{mv.path / METADATA_FILE}: incomplete ({type(exc).__name__}: {exc})"]
     problems = []
     for key in ("pneumokit.threshold", "pneumokit.class_names", "pneumokit.preprocessing",

@@ -68,7 +68,7 @@ def test_header_gate_refuses_colour_dicom(tmp_path):
     ds.PixelData = np.zeros((16, 16, 3), np.uint8).tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    with pytest.raises(OutOfScopeError, match=r"DICOM pixel data is colour \(RGB\)"):
+    with pytest.raises(OutOfScopeError, match=r"DICOM PhotometricInterpretation is RGB, not grayscale"):
         read_image(buf.getvalue(), 16)
 
 
@@ -292,3 +292,43 @@ def test_serve_explain_and_evaluate_honour_the_gate(exported, inputs, tmp_path):
     assert report["gate"]["state"] == "on" and report["gate"]["flagged"] >= 1
     assert np.asarray(report["at_threshold"]["confusion_matrix"]).sum() == report["gate"]["scored"]
     assert report["gate"]["scored"] + report["gate"]["flagged"] == report["images"]
+
+
+@pytest.mark.parametrize("tags", [{"BodyPartExamined": "PORT CHEST"}, {"BodyPartExamined": "TORAX"},
+                                  {"ViewPosition": ["PA", "AP"]}, {"ViewPosition": "AP ERECT"}])
+def test_header_gate_reads_what_exports_write_for_a_frontal_chest(tmp_path, tags):
+    path = write_dicom(tmp_path / "x.dcm", _gray(), tags=tags)
+    assert read_image(str(path), 32)[0].shape == (32, 32)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom, writing the over-long value on purpose
+def test_header_values_in_reasons_are_one_printable_line(tmp_path):
+    path = write_dicom(tmp_path / "x.dcm", _gray(), tags={"ViewPosition": "PA LAT", "Modality": "DX"})
+    with pytest.raises(OutOfScopeError, match="ViewPosition is PA LAT"):
+        read_image(str(path), 32)
+    path = write_dicom(tmp_path / "y.dcm", _gray(), tags={"BodyPartExamined": "KNEE\x1b[31m" + "X" * 200})
+    with pytest.raises(OutOfScopeError) as caught:
+        read_image(str(path), 32)
+    assert "\x1b" not in str(caught.value) and len(str(caught.value)) < 200
+
+
+def test_a_file_whose_gate_contract_was_removed_or_loosened_is_refused(exported, tmp_path):
+    import onnx
+
+    from pneumokit.errors import ModelFileError
+    from pneumokit.runtime import Predictor
+
+    source = exported["registry"] / "plain" / "1" / "model.onnx"
+    for label, change in (("removed", None), ("loosened", 1e30)):
+        proto = onnx.load(str(source))
+        props = {p.key: p.value for p in proto.metadata_props}
+        gate_meta = json.loads(props.pop("pneumokit.gate"))
+        if change is not None:
+            props["pneumokit.gate"] = json.dumps({**gate_meta, "threshold": change})
+        del proto.metadata_props[:]
+        for key, value in props.items():
+            proto.metadata_props.add(key=key, value=value)
+        path = tmp_path / f"{label}.onnx"
+        onnx.save(proto, str(path))
+        with pytest.raises(ModelFileError, match="pneumokit.gate"):
+            Predictor(path, providers="cpu")

@@ -54,7 +54,7 @@ def main(model_path, image_paths):
     for i, path in enumerate(image_paths):
         p = results[outputs[0]][i, 0]
         score = results[gate["output"]][i] if gate else float("nan")
-        if gate and score > gate["threshold"]:
+        if gate and not score <= gate["threshold"]:  # NaN too: never a label for it
             row = f"{path},,OUT_OF_SCOPE,{score:.6g}"
         else:
             row = f"{path},{p:.6f},{classes[int(p >= threshold)]},{score:.6g}"
