@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import warnings
 import zlib
 
 import numpy as np
@@ -133,11 +132,9 @@ def header_scope(data: bytes, max_pixels: float = math.inf) -> list[str]:
 
     try:
         _check_inflated_size(data, max_pixels)
-        with warnings.catch_warnings():  # pydicom warns on odd values; the reason says what matters
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-            tags = {k: _text(ds.get(k)) for k in
-                    ("Modality", "ViewPosition", "BodyPartExamined", "PhotometricInterpretation")}
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        tags = {k: _text(ds.get(k)) for k in
+                ("Modality", "ViewPosition", "BodyPartExamined", "PhotometricInterpretation")}
     except ImageDecodeError:
         raise
     except Exception as exc:  # damaged headers raise many types from pydicom

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from importlib import resources
+from pathlib import Path
 
 import anyio.to_thread
 import numpy as np
@@ -63,7 +64,7 @@ def model_info(predictor) -> dict:
             "heatmap": predictor.heatmap_output is not None, "providers": predictor.providers_in_use,
             "gate": ({"state": "on", "threshold": predictor.gate["threshold"]} if predictor.gate
                      else {"state": "absent", "threshold": None}),
-            "file": printable(predictor.path), "sha256": sha256_file(predictor.path)}
+            "file": printable(Path(predictor.path).name), "sha256": sha256_file(predictor.path)}
 
 
 def create_app(predictor, *, max_upload_mb: float = MAX_UPLOAD_MB, max_files: int = MAX_UPLOAD_FILES,
@@ -84,6 +85,9 @@ def create_app(predictor, *, max_upload_mb: float = MAX_UPLOAD_MB, max_files: in
         return JSONResponse(info)
 
     async def predict(request: Request):
+        given = request.query_params.getlist("heatmap")
+        if len(given) > 1:
+            return _error(400, f"heatmap given {len(given)} times ({', '.join(given)}): give it once")
         heatmap = FLAGS.get(request.query_params.get("heatmap", "0").lower())
         if heatmap is None:
             return _error(400, f"heatmap={request.query_params['heatmap']!r}: use heatmap=1 or heatmap=0")
@@ -207,7 +211,7 @@ def run(model: str, *, registry_root, host: str, port: int, workers: int, provid
     _check_address(host, port)
     info = model_info(predictor)
     where = f"[{host}]" if ":" in host else host
-    print(f"serving {info['ref'] or info['file']} (sha256 {info['sha256'][:12]}, threshold "
+    print(f"serving {info['ref'] or printable(predictor.path)} (sha256 {info['sha256'][:12]}, threshold "
           f"{info['threshold']:.4f}, heatmap {'yes' if info['heatmap'] else 'no'}, input gate "
           f"{info['gate']['state']}) on http://{where}:{port}/", flush=True)
     if predictor.gate is None:
@@ -234,6 +238,8 @@ def _check_address(host: str, port: int) -> None:
                           "interface, behind a reverse proxy)")
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # as uvicorn binds: a port left in TIME_WAIT by a server just stopped is free to use
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as exc:
         raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "

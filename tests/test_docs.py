@@ -51,3 +51,12 @@ def test_update_keeps_what_matches_and_rewrites_what_differs(tmp_path):
     assert doc.read_text() == ("intro\n<!-- docs: run -->\n```console\n$ echo one \\\n  two\none [...]\n"
                                "$ echo new\nnew\n```\nend\n")
     assert docs.process(doc, {"PATH": "/usr/bin:/bin"}, update=False, root=tmp_path) == []
+
+
+def test_cluster_commands_run_under_dash():
+    """sbatch --wrap runs /bin/sh, which is dash on Debian and Ubuntu: no bash-only `source`."""
+    import re
+
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    wraps = re.findall(r'--wrap\s*\\?\s*"([^"]*)"', text)
+    assert wraps and not any(re.search(r"(^|[;&|]\s*)source\s", w.strip()) for w in wraps), wraps

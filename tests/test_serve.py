@@ -296,3 +296,34 @@ def test_serve_option_errors_are_usage_errors(exported):
     assert out.exit_code == 2 and "'nan' is not a number" in out.output.replace("nan is", "'nan' is")
     out = CliRunner().invoke(main, ["serve", "heat:1", *reg, "--host", ""])
     assert out.exit_code == 1 and "--host '': give an address" in out.output
+
+
+def test_model_info_shows_no_server_path_and_a_repeated_query_is_400(client, exported):
+    info = client.get("/v1/model").json()
+    assert info["file"] == "model.onnx" and os.sep not in info["file"]
+    r = client.post("/v1/predict?heatmap=1&heatmap=0", files=files_of(exported["images"][:1]))
+    assert r.status_code == 400 and "heatmap given 2 times" in r.json()["error"]
+
+
+def test_a_port_just_left_in_time_wait_can_be_served_again():
+    """A stopped server's port is in TIME_WAIT after it closed a connection first: the address
+    check binds with SO_REUSEADDR, as uvicorn does, so a restart works at once (issue 24, row 7)."""
+    import socket
+
+    from pneumokit.serve import _check_address
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = listener.accept()
+    conn.close()  # the server side closes first: its end of the connection goes to TIME_WAIT
+    listener.close()
+    client.close()
+    plain = socket.socket()
+    with pytest.raises(OSError):  # the check can fail: without SO_REUSEADDR the port is busy
+        plain.bind(("127.0.0.1", port))
+    plain.close()
+    _check_address("127.0.0.1", port)
