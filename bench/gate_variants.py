@@ -52,20 +52,8 @@ def load(items, pre):
     return np.stack(out) if out else None
 
 
-def fit(model, pre, images, vectors, seed):
-    arrays = {}
-    for name, v in vectors.items():
-        mean, whitener = gate._whitener(v)
-        arrays |= {f"{name}_mean": mean, f"{name}_whitener": whitener}
-    return arrays | gate._orientation_net(model, pre, images, vectors["layout"], seed, 64)
-
-
 def rates(arrays, held, sets, floor):
-    limits = {}
-    for name, v in gate.values(held, arrays).items():
-        limits[name] = float(np.quantile(v, gate.QUANTILE) * gate.MARGIN)
-        if name == "orientation":
-            limits[name] = max(limits[name], floor)
+    limits = gate.thresholds(gate.values(held, arrays), floor)
     out = {}
     for name, v in sets.items():
         vals = gate.values(v, arrays)
@@ -101,7 +89,7 @@ def main():
     variants = {}
     for label, images in (("plain", train_images), ("augmented", np.concatenate(
             [train_images, gate.augmented(train_images, pre, config["augment"], config["seed"])]))):
-        arrays = fit(model, pre, images, gate.vectors(model, images, pre), config["seed"])
+        arrays = gate.fit_checks(model, pre, images, config["seed"])
         for floor in (1.0, 10.0, 100.0):
             variants[f"{label}, floor {floor:g}"] = rates(arrays, held_v, sets, floor)
     shifted = [k for k in sets if k.startswith("shifted:")]

@@ -45,8 +45,7 @@ def read_contract(session, path) -> dict:
     model = _value(props, "pneumokit.model", path) if "pneumokit.model" in props else {}
     return {"class_names": classes, "threshold": threshold, "preprocessing": pre, "input_name": name,
             "model": model if isinstance(model, dict) else {},
-            "output_name": session.get_outputs()[0].name, "heatmap": _heatmap(session, props, path),
-            "gate": _gate(session, props, path)}
+            "output_name": session.get_outputs()[0].name, **_outputs(session, props, path)}
 
 
 def _declared(props: dict, path) -> list[str]:
@@ -69,18 +68,24 @@ def _graph_output(session, name: str, rank: int, what: str, path):
                              f"declares {what}; {_FIX}")
 
 
-def _heatmap(session, props: dict, path) -> str | None:
+def _outputs(session, props: dict, path) -> dict:
+    """``heatmap`` and ``gate`` of the contract, from the outputs ``pneumokit.outputs`` declares."""
+    declared = _declared(props, path)
+    return {"heatmap": _heatmap(session, declared, path), "gate": _gate(session, props, declared, path)}
+
+
+def _heatmap(session, declared: list[str], path) -> str | None:
     """The heatmap output's name when ``pneumokit.outputs`` declares one: float, [batch, h, w]."""
-    if HEATMAP_OUTPUT not in _declared(props, path):
+    if HEATMAP_OUTPUT not in declared:
         return None
     _graph_output(session, HEATMAP_OUTPUT, 3, "a float [batch, h, w] map", path)
     return HEATMAP_OUTPUT
 
 
-def _gate(session, props: dict, path) -> dict | None:
+def _gate(session, props: dict, declared: list[str], path) -> dict | None:
     """The input gate (``pneumokit.gate``): its output, a float [batch] score, and its threshold."""
     if "pneumokit.gate" not in props:
-        if GATE_OUTPUT in _declared(props, path) or GATE_OUTPUT in [o.name for o in session.get_outputs()]:
+        if GATE_OUTPUT in declared or GATE_OUTPUT in [o.name for o in session.get_outputs()]:
             raise _bad(path, "pneumokit.gate", f"is missing, but the file has a {GATE_OUTPUT!r} output: "
                                                "the input gate's contract was removed")
         return None
@@ -89,7 +94,7 @@ def _gate(session, props: dict, path) -> dict | None:
     if not (is_number(threshold) and threshold == GATE_THRESHOLD) or gate.get("output") != GATE_OUTPUT:
         raise _bad(path, "pneumokit.gate", f"= {props['pneumokit.gate'][:80]!r} must give output "
                                            f"{GATE_OUTPUT!r} and threshold {GATE_THRESHOLD}")
-    if GATE_OUTPUT not in _declared(props, path):
+    if GATE_OUTPUT not in declared:
         raise _bad(path, "pneumokit.outputs", f"does not list the {GATE_OUTPUT!r} output that "
                                               "pneumokit.gate names")
     _graph_output(session, GATE_OUTPUT, 1, "a float [batch] score", path)

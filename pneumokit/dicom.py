@@ -54,13 +54,18 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def dicom_to_gray8(data: bytes, max_pixels: float = math.inf) -> np.ndarray:
-    """The 8-bit (H, W) grayscale image of a DICOM file's bytes, by the rule above. An image
-    over ``max_pixels`` (from its header: nothing is decoded) is refused, as is any header
-    value pydicom or the rule cannot use: always ``ImageDecodeError``, never another type."""
+def read_dicom(data: bytes, max_pixels: float = math.inf, *,
+               scope: bool = True) -> tuple[np.ndarray, list[str]]:
+    """The 8-bit (H, W) grayscale image of a DICOM file's bytes, by the rule above, and notes. An
+    image over ``max_pixels`` (from its header: nothing is decoded) is refused, as is any header
+    value pydicom or the rule cannot use: ``ImageDecodeError``, never another type. With
+    ``scope``, the header gate comes first (docs/gate.md): a file that is not a frontal chest
+    radiograph (Modality, ViewPosition, BodyPartExamined, colour) raises ``OutOfScopeError``
+    naming the tag and value, before its pixels are decoded; the notes name tags that are
+    missing (not a refusal: many exports drop them)."""
     try:
-        return _gray8(data, max_pixels)
-    except ImageDecodeError:
+        return _gray8(data, max_pixels, scope)
+    except (ImageDecodeError, OutOfScopeError):
         raise
     except Exception as exc:  # damaged headers raise many types from pydicom and NumPy
         why = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -89,12 +94,13 @@ def _check_inflated_size(data: bytes, max_pixels: float) -> None:
                                "(PIL.Image.MAX_IMAGE_PIXELS)")
 
 
-def _gray8(data: bytes, max_pixels: float) -> np.ndarray:
+def _gray8(data: bytes, max_pixels: float, scope: bool) -> tuple[np.ndarray, list[str]]:
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
     _check_inflated_size(data, max_pixels)
     ds = pydicom.dcmread(io.BytesIO(data))
+    notes = _scope_notes(ds) if scope else []
     if "PixelData" not in ds:
         raise ImageDecodeError("DICOM file without pixel data (a report or a structure, not an image)")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
@@ -121,25 +127,13 @@ def _gray8(data: bytes, max_pixels: float) -> np.ndarray:
     # DX stores MONOCHROME1 with INVERSE (PS3.3 C.8.11.6): one inversion, whichever says it
     if photometric == "MONOCHROME1" or inverse:
         gray = 1.0 - gray
-    return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8), notes
 
 
-def header_scope(data: bytes, max_pixels: float = math.inf) -> list[str]:
-    """The header gate: ``OutOfScopeError`` naming the tag and value when the file is not a frontal
-    chest radiograph (Modality, ViewPosition, BodyPartExamined, colour pixel data); otherwise the
-    notes on tags that are missing (not a refusal: many exports drop them)."""
-    import pydicom
-
-    try:
-        _check_inflated_size(data, max_pixels)
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-        tags = {k: _text(ds.get(k)) for k in
-                ("Modality", "ViewPosition", "BodyPartExamined", "PhotometricInterpretation")}
-    except ImageDecodeError:
-        raise
-    except Exception as exc:  # damaged headers raise many types from pydicom
-        why = f"{type(exc).__name__}: {str(exc)[:200]}"
-        raise ImageDecodeError(f"not a readable DICOM file ({why})") from None
+def _scope_notes(ds) -> list[str]:
+    """The header gate on a read dataset: ``OutOfScopeError``, or notes on missing tags."""
+    tags = {k: _text(ds.get(k)) for k in ("Modality", "ViewPosition", "BodyPartExamined",
+                                           "PhotometricInterpretation")}
     refusal = _refusal(tags)
     if refusal:
         raise OutOfScopeError(refusal)

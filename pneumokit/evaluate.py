@@ -20,30 +20,24 @@ from .runtime import NOT_FINITE, check_threshold
 
 def _keras_rows(registry: Registry, mv, paths, pre: Preprocessing, gate: bool) -> tuple[list[dict], str]:
     """``predict_files``'s rows from the Keras model (a version not exported yet), gate included,
-    and the gate's state."""
-    from .errors import ImageDecodeError, OutOfScopeError
-    from .gate import THRESHOLD, keras_scorer
-    from .runtime import error_row, gate_state, out_of_scope_row, scored_row
+    and the gate's state: one forward pass per image gives the probability and the gate score."""
+    from .gate import THRESHOLD, version_arrays, with_gate
+    from .runtime import gate_state, read_source, scored_row
 
     model = registry.load_model(mv.ref)
-    gate_score = keras_scorer(model, mv)
-    gate_threshold = THRESHOLD if gate and gate_score is not None else None
+    arrays = version_arrays(mv)
+    net = model if arrays is None else with_gate(model, arrays)
+    gate_threshold = THRESHOLD if gate and arrays is not None else None
     classes, threshold = mv.metadata.get("class_names", list(CLASS_NAMES)), float(mv.metadata["threshold"])
     rows = []
     for p in paths:
-        try:
-            pixels, notes = pre.load_checked(p, scope=gate)
-        except OutOfScopeError as exc:
-            rows.append(out_of_scope_row(p, str(exc)))
-            continue
-        except (ImageDecodeError, OSError) as exc:
-            rows.append(error_row(p, str(exc)))
-            continue
-        x = pre.normalize(pixels[None].astype(np.float32))
-        prob = float(np.ravel(model(x, training=False))[0])
-        score = None if gate_score is None else float(gate_score(x)[0])
-        rows.append(scored_row(p, prob, score, threshold, classes, gate_threshold, "; ".join(notes) or None))
-    return rows, gate_state(gate, gate_score is not None)
+        pixels, notes, row = read_source(pre, p, p, gate)
+        if row is None:
+            out = net(pre.normalize(pixels[None].astype(np.float32)), training=False)
+            prob, score = (out, None) if arrays is None else (out[0], float(np.ravel(out[-1])[0]))
+            row = scored_row(p, float(np.ravel(prob)[0]), score, threshold, classes, gate_threshold, notes)
+        rows.append(row)
+    return rows, gate_state(gate, arrays is not None)
 
 
 def _training_overlap(mv, index: pd.DataFrame) -> int | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import EXPLAIN_METHODS
-from .errors import ConfigError, ImageDecodeError
+from .errors import ConfigError
 from .files import atomic_write, check_output_folder, printable
 from .gate import THRESHOLD, keras_scorer
 from .overlay import caption, overlay, png_bytes
@@ -122,24 +122,17 @@ def _keras_scorer(mv, registry, method: str, gate: bool) -> dict:
 
 
 def _keras_row(path, pre, run, gate_score, mv, gate: bool) -> dict:
-    from .errors import OutOfScopeError
-    from .runtime import error_row, out_of_scope_row, scored_row
+    from .runtime import read_source, scored_row
 
     name = printable(path)
-    try:
-        pixels, notes = pre.load_checked(path, scope=gate)
-    except OutOfScopeError as exc:
-        row = out_of_scope_row(name, str(exc))
-    except (ImageDecodeError, OSError) as exc:
-        row = error_row(name, str(exc))
-    else:
+    pixels, notes, row = read_source(pre, name, path, gate)
+    if row is None:
         x = pre.normalize(pixels[None].astype(np.float32))
         prob, heat = run(x)
         score = None if gate_score is None else float(gate_score(x)[0])
-        on = THRESHOLD if gate and score is not None else None
         row = scored_row(name, float(np.ravel(prob)[0]), score, float(mv.metadata["threshold"]),
-                         mv.metadata.get("class_names", ["NORMAL", "PNEUMONIA"]), on,
-                         "; ".join(notes) or None)
+                         mv.metadata.get("class_names", ["NORMAL", "PNEUMONIA"]),
+                         THRESHOLD if gate and score is not None else None, notes)
         if row["label"] is not None:
             row["heatmap"] = np.asarray(heat)[0]
     row["path"] = row.pop("name")

@@ -12,8 +12,7 @@ from . import __version__
 from .config import CLASS_NAMES, DEFAULT_OPSET, DEMO_DATA_DIR
 from .contract import GATE_OUTPUT, HEATMAP_OUTPUT
 from .errors import ExportError
-from .gate import GATE_FILE, MEANING, with_gate
-from .gate import load as load_gate
+from .gate import MEANING, version_arrays, with_gate
 from .preprocessing import Preprocessing
 from .registry import Registry
 
@@ -174,9 +173,10 @@ def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_O
     names = [OUTPUT_NAME]
     if heatmap:
         model, names = _with_heatmap(model, mv), names + [HEATMAP_OUTPUT]
-    has_gate = GATE_FILE in mv.metadata.get("artifacts", {})
+    arrays = version_arrays(mv)
+    has_gate = arrays is not None
     if has_gate:
-        model, names = with_gate(model, load_gate(str(mv.verify(GATE_FILE)))), names + [GATE_OUTPUT]
+        model, names = with_gate(model, arrays), names + [GATE_OUTPUT]
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
     proto = to_onnx(model, pre.height, pre.width, pre.channels, opset, tuple(names))
     heat_shape = list(model.outputs[1].shape[1:]) if heatmap else None

@@ -200,25 +200,37 @@ def score_vectors(v: dict[str, np.ndarray], arrays) -> np.ndarray:
     return np.max(np.stack([vals[k] / float(arrays[f"{k}_threshold"]) for k in vals]), axis=0)
 
 
-def fit(model, pre, fit_images: np.ndarray, held_images: np.ndarray, *, seed: int = 0,
-        batch_size: int = 64, held_out: str = "") -> tuple[bytes, dict]:
-    """The gate of ``model``: its parameters (the bytes of ``gate.npz``) and its record for the
-    metadata, from uint8 (N, H, W, 1) training images and held-out ones (``held_out`` says which)."""
-    fit_v = vectors(model, fit_images, pre, batch_size)
+def fit_checks(model, pre, images: np.ndarray, seed: int = 0, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The three checks fitted on uint8 (N, H, W, 1) images, without their thresholds: the
+    Gaussians of the layout and the features, and the orientation network."""
+    fit_v = vectors(model, images, pre, batch_size)
     arrays = {}
     for name in fit_v:
         mean, whitener = _whitener(fit_v[name])
         arrays |= {f"{name}_mean": mean, f"{name}_whitener": whitener}
-    arrays |= _orientation_net(model, pre, fit_images, fit_v["layout"], seed, batch_size)
+    return arrays | _orientation_net(model, pre, images, fit_v["layout"], seed, batch_size)
+
+
+def thresholds(held: dict[str, np.ndarray], floor: float = 1.0) -> dict[str, float]:
+    """Each check's threshold from its values on held-out real X-rays: ``MARGIN`` times their
+    ``QUANTILE``; the orientation check's never below the odds ``floor``."""
+    limits = {name: float(np.quantile(vals, QUANTILE) * MARGIN) for name, vals in held.items()}
+    if "orientation" in limits:
+        limits["orientation"] = max(limits["orientation"], floor)
+    return limits
+
+
+def fit(model, pre, fit_images: np.ndarray, held_images: np.ndarray, *, seed: int = 0,
+        batch_size: int = 64, held_out: str = "") -> tuple[bytes, dict]:
+    """The gate of ``model``: its parameters (the bytes of ``gate.npz``) and its record for the
+    metadata, from uint8 (N, H, W, 1) training images and held-out ones (``held_out`` says which)."""
+    arrays = fit_checks(model, pre, fit_images, seed, batch_size)
     held = values(vectors(model, held_images, pre, batch_size), arrays)
     components = {}
-    for name, vals in held.items():
-        limit = float(np.quantile(vals, QUANTILE) * MARGIN)
-        if name == "orientation":
-            limit = max(limit, 1.0)  # never below even odds
+    for name, limit in thresholds(held).items():
         arrays[f"{name}_threshold"] = np.float64(limit)
-        components[name] = {"threshold": limit, "held_out_median": float(np.median(vals)),
-                            "held_out_flagged": int(np.sum(vals > limit))}
+        components[name] = {"threshold": limit, "held_out_median": float(np.median(held[name])),
+                            "held_out_flagged": int(np.sum(held[name] > limit))}
     scores = np.max(np.stack([held[k] / arrays[f"{k}_threshold"] for k in held]), axis=0)
     record = {"method": "layout (Mahalanobis), orientation (a network on the layout), pooled features "
                         "(Mahalanobis); the score is the largest, each over its threshold",
@@ -304,10 +316,16 @@ def with_gate(model, arrays: dict[str, np.ndarray]):
     return keras.Model(model.inputs[0], list(model.outputs) + [score_tensor(model, arrays)], name=model.name)
 
 
+def version_arrays(mv) -> dict[str, np.ndarray] | None:
+    """A registry version's gate (its ``gate.npz``, sha256-checked); None for a version registered
+    without one."""
+    return load(str(mv.verify(GATE_FILE))) if GATE_FILE in mv.metadata.get("artifacts", {}) else None
+
+
 def keras_scorer(model, mv):
-    """``x -> gate scores (N,)`` for a registry version's Keras ``model``, from its ``gate.npz``
-    (sha256-checked); None for a version registered without a gate."""
-    if GATE_FILE not in mv.metadata.get("artifacts", {}):
+    """``x -> gate scores (N,)`` for a registry version's Keras ``model``; None without a gate."""
+    arrays = version_arrays(mv)
+    if arrays is None:
         return None
-    gated = with_gate(model, load(str(mv.verify(GATE_FILE))))
+    gated = with_gate(model, arrays)
     return lambda x: np.asarray(gated(x, training=False)[-1], dtype=np.float64)

@@ -31,7 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .catalog import PREPROCESSING_PRESETS
 from .config import IMAGE_FORMATS, JPEG_DRAFT, RESIZE_METHOD
-from .dicom import DICOM_EXTENSIONS, dicom_to_gray8, header_scope, is_dicom
+from .dicom import DICOM_EXTENSIONS, is_dicom, read_dicom
 from .errors import ConfigError, ImageDecodeError, OutOfScopeError
 from .files import unreadable
 
@@ -90,8 +90,8 @@ def read_image(source, size: int | None, *, draft: bool = JPEG_DRAFT,
                 source = io.BytesIO(f.read())
     if isinstance(source, io.BytesIO) and is_dicom(source.getvalue()[:132]):
         limit = Image.MAX_IMAGE_PIXELS or math.inf  # checked from the header, before decoding
-        notes = header_scope(source.getvalue(), limit) if scope else []
-        return _sized(Image.fromarray(dicom_to_gray8(source.getvalue(), limit)), size), notes
+        gray, notes = read_dicom(source.getvalue(), limit, scope=scope)
+        return _sized(Image.fromarray(gray), size), notes
     try:
         with Image.open(source, formats=IMAGE_FORMATS) as img:
             if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):  # whatever the filters

@@ -217,15 +217,11 @@ class Predictor:
         rows: list[dict | None] = [None] * len(chunk)
         images, ok, notes = [], [], []
         for i, (name, source) in enumerate(chunk):
-            try:
-                pixels, found = self.preprocessing.load_checked(source, scope=gate)
+            pixels, found, rows[i] = read_source(self.preprocessing, name, source, gate)
+            if pixels is not None:
                 images.append(pixels)
                 ok.append(i)
-                notes.append("; ".join(found) or None)
-            except OutOfScopeError as exc:
-                rows[i] = _row(name, in_scope=False, reason=str(exc))
-            except (ImageDecodeError, OSError) as exc:
-                rows[i] = _row(name, error=str(exc))
+                notes.append(found)
         if images:
             out = self.score_batch(self.preprocessing.normalize(np.stack(images).astype(np.float32)), heatmap)
             for j, i in enumerate(ok):
@@ -270,12 +266,16 @@ def gate_state(gate: bool, has_gate: bool) -> str:
     return "off" if not gate else ("on" if has_gate else "absent")
 
 
-def out_of_scope_row(name: str, reason: str) -> dict:
-    return _row(name, in_scope=False, reason=reason)
-
-
-def error_row(name: str, error: str) -> dict:
-    return _row(name, error=error)
+def read_source(preprocessing, name: str, source, scope: bool):
+    """``(pixels, notes, None)`` for a file the preprocessing rule reads (after the file checks of
+    the input gate when ``scope``), or ``(None, None, row)``: its out-of-scope or error row."""
+    try:
+        pixels, notes = preprocessing.load_checked(source, scope=scope)
+    except OutOfScopeError as exc:
+        return None, None, _row(name, in_scope=False, reason=str(exc))
+    except (ImageDecodeError, OSError) as exc:
+        return None, None, _row(name, error=str(exc))
+    return pixels, "; ".join(notes) or None, None
 
 
 def _row(name: str, *, probability=None, label=None, in_scope=None, gate_score=None, reason=None,
