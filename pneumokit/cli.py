@@ -87,8 +87,64 @@ registry_option = click.option(
     "--registry", "registry_root", type=click.Path(file_okay=False),
     help="Registry folder (default: $PNEUMOKIT_REGISTRY, else ./registry).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-data_option = click.option("--data", "data_dir", type=click.Path(file_okay=False),
-                           help="Dataset folder (default: the bundled demo set).")
+_MANIFEST_OPTIONS = [
+    click.option("--path-column", default="path", show_default=True, help="Manifest: the image file column."),
+    click.option("--label-column", default="label", show_default=True, help="Manifest: the label column."),
+    click.option("--patient-column", default="patient", show_default=True,
+                 help="Manifest: the patient column (optional in the file)."),
+    click.option("--split-column", default="split", show_default=True,
+                 help="Manifest: the split column (optional in the file; without it the rows are one set)."),
+    click.option("--positive", multiple=True,
+                 help="Manifest: a label value meaning PNEUMONIA (repeatable; default PNEUMONIA and 1)."),
+    click.option("--negative", multiple=True,
+                 help="Manifest: a label value meaning NORMAL (repeatable; default NORMAL and 0)."),
+    click.option("--drop-unmapped", is_flag=True,
+                 help="Manifest: leave out rows whose label is neither (e.g. CheXpert's -1 or blank), "
+                      "counted, instead of reporting them as bad rows."),
+]
+_MANIFEST_KEYS = ("path_column", "label_column", "patient_column", "split_column", "positive", "negative",
+                  "drop_unmapped")
+
+
+def _data_source(data, opts: dict):
+    """``--data`` as the library takes it: a folder, None (the demo set), or a ``Manifest``."""
+    from .manifest import NEGATIVE, POSITIVE, Manifest, is_manifest
+
+    given = {k: v for k, v in opts.items() if v not in (None, (), False)
+             and not (k.endswith("_column") and v == k.removesuffix("_column"))}
+    if data is None or not is_manifest(data):
+        if given:
+            raise click.UsageError(f"--{next(iter(given)).replace('_', '-')} is for a manifest (a CSV file "
+                                   "given as --data); the data here is a folder")
+        return data
+    return Manifest(data, **{**opts, "positive": opts["positive"] or POSITIVE,
+                             "negative": opts["negative"] or NEGATIVE})
+
+
+def manifest_options(command):
+    """The manifest options (docs/data.md): consumed here, so the command gets ``data_dir`` as a
+    folder, None or a ``Manifest``."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        opts = {k: kwargs.pop(k) for k in _MANIFEST_KEYS}
+        try:
+            kwargs["data_dir"] = _data_source(kwargs["data_dir"], opts)
+        except PneumokitError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return command(*args, **kwargs)
+    for option in reversed(_MANIFEST_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def data_option(command):
+    """``--data``: a dataset folder or a CSV manifest, with the manifest's options."""
+    command = manifest_options(command)
+    return click.option("--data", "data_dir", type=click.Path(exists=True),
+                        help="Dataset folder or CSV manifest (docs/data.md; default: the bundled "
+                             "demo set).")(command)
 gate_option = click.option(
     "--gate", type=click.Choice(["on", "off"]), default="on", show_default=True,
     help="The input gate (docs/gate.md): on, an image that is not a frontal chest X-ray gets no "
@@ -217,10 +273,12 @@ def data_group() -> None:
 
 
 @data_group.command("check")
-@click.argument("data_dir", required=False, type=click.Path(file_okay=False))
+@click.argument("data_dir", required=False, type=click.Path(exists=True))
+@manifest_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def data_check(data_dir: str | None, as_json: bool) -> None:
-    """Check a dataset folder (default: the bundled demo set); exit 1 if anything is unusable."""
+    """Check a dataset folder or CSV manifest (default: the bundled demo set); exit 1 if anything
+    is unusable (a manifest's bad rows are named by line)."""
     from .data import DatasetError, check_report, scan
 
     try:
@@ -243,8 +301,9 @@ def _format_check(r: dict) -> str:
                  + f" (images per patient: max {r['images_per_patient']['max']}, "
                  f"mean {r['images_per_patient']['mean']})")
     if r["unparsed_patient_ids"]:
-        lines.append(f"file names without a patient id (each its own group): "
-                     f"{r['unparsed_patient_ids']}")
+        lines.append(f"images without a patient id (each its own group): {r['unparsed_patient_ids']}")
+    if r["rows_left_out_unmapped"]:
+        lines.append(f"manifest rows left out (label not mapped, --drop-unmapped): {r['rows_left_out_unmapped']}")
     d = r["duplicates"]
     lines.append(f"byte-identical duplicates: {d['groups']} group(s), {d['files']} files"
                  f" ({d['groups_across_patients']} span several patients)")
@@ -259,8 +318,9 @@ def _format_check(r: dict) -> str:
         lines.append(f"problems: {len(r['problems'])}")
         lines += [f"  {p['path']}: {p['reason']}" for p in r["problems"]]
         if any(p["fatal"] for p in r["problems"]):
-            lines.append("not usable: fix the layout (DIR/train/{NORMAL,PNEUMONIA}/*.jpeg); "
-                         "--skip-bad cannot help with that")
+            lines.append("not usable: fix the " + ("manifest" if r["manifest"] else
+                                                   "layout (DIR/train/{NORMAL,PNEUMONIA}/*.jpeg)")
+                         + "; --skip-bad cannot help with that")
         else:
             lines.append("not usable: fix these, or train with --skip-bad to leave bad files out")
     else:
@@ -551,9 +611,16 @@ def _summary(mv) -> list[str]:
     if meta.get("ensemble"):
         lines.append(f"  ensemble: mean of {meta['ensemble']['folds']} fold models")
     for key, value in meta.get("metrics", {}).items():
+        value = value.get("at_threshold", value) if isinstance(value, dict) else value
         if isinstance(value, dict) and "auc" in value:
             lines.append(f"  {key}: " + "  ".join(
                 f"{k} {_figure(value[k])}" for k in ("auc", "accuracy", "recall", "specificity")))
+    lineage = meta.get("lineage")
+    if lineage:
+        site = lineage["site"]
+        lines.append(f"  adapted from: {lineage['parent']} on {site['images']} images of {site['patients']} "
+                     f"patients ({site['data']}, sha256 {site['fingerprint']['sha256'][:12]})")
+        lines.append(f"  changed: {lineage['changed']}")
     onnx_info = meta.get("onnx")
     if onnx_info:
         lines.append(f"  onnx: opset {onnx_info['opset']}, parity max |diff| "
@@ -816,21 +883,101 @@ def explain_command(model, inputs, output, method, gate, registry_root, as_json)
               help="Folder for metrics.json, predictions.csv, roc.png, confusion.png "
                    "(default runs/evaluate/NAME-vVERSION-SPLIT).")
 @click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed).")
+@click.option("--require", multiple=True, metavar="FIGURE>=X",
+              help="An acceptance criterion, e.g. \"sensitivity>=0.95\" (repeatable; figures: auc, accuracy, "
+                   "sensitivity, specificity, ppv, npv, brier). Exit 1 when one fails.")
+@click.option("--judge-on", type=click.Choice(["bound", "estimate"]), default="bound", show_default=True,
+              help="Judge criteria on the 95% interval's bound (>= on the lower, <= on the upper) or the "
+                   "point estimate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @gate_option
 @registry_option
 @json_option
-def evaluate_command(ref, data_dir, split, output, skip_bad, gate, registry_root, as_json):
-    """Accuracy, precision, recall, specificity, F1, AUC and confusion of REF on a split.
+def evaluate_command(ref, data_dir, split, output, skip_bad, require, judge_on, seed, gate, registry_root,
+                     as_json):
+    """Score REF on a split or a manifest: a site acceptance test (docs/site.md).
 
+    Accuracy, sensitivity, specificity, PPV, NPV and AUC with 95% confidence intervals (a
+    bootstrap over patients), calibration, the model's own estimate beside them, and a verdict
+    per --require criterion (exit 1 if one fails). Writes report.html (opens offline) and JSON.
     Images the input gate flags are counted and left out; the metrics are of the rest."""
     from .evaluate import evaluate
     from .registry import Registry
 
-    report = evaluate(ref, data_dir, split=split, registry=Registry(registry_root),
-                      output=output, skip_bad=skip_bad, gate=gate == "on")
+    report = evaluate(ref, data_dir, split=split, registry=Registry(registry_root), output=output,
+                      skip_bad=skip_bad, gate=gate == "on", require=require, judge_on=judge_on, seed=seed)
     if as_json:
         _echo_json(report)
-        return
+    else:
+        _print_evaluation(report)
+    if report["accepted"] is False:
+        sys.exit(1)
+
+
+@main.command("adapt")
+@click.argument("ref")
+@data_option
+@click.option("--epochs", type=int, default=None, help=f"Fine-tuning epochs (default {C.ADAPT_EPOCHS}).")
+@click.option("--learning-rate", type=float, default=None,
+              help=f"Adam's learning rate (default {C.ADAPT_LEARNING_RATE:g}).")
+@click.option("--batch-size", type=int, default=None, help=f"Batch size (default {C.ADAPT_BATCH_SIZE}).")
+@click.option("--folds", type=int, default=None,
+              help=f"Cross-fitting folds for the before/after figures (default {C.ADAPT_FOLDS}).")
+@click.option("--seed", type=int, default=None, help=f"Random seed (default {C.DEFAULT_SEED}).")
+@click.option("--name", default=None, help="Register under this name (default: the parent's).")
+@click.option("--force", is_flag=True, help="Register even when the adapted model is worse on the site.")
+@click.option("--skip-bad", is_flag=True, help="Leave out unusable images (each is listed).")
+@registry_option
+@json_option
+def adapt_command(ref, data_dir, epochs, learning_rate, batch_size, folds, seed, name, force, skip_bad,
+                  registry_root, as_json):
+    """Fine-tune REF on a site's labelled images and register the adapted version (docs/site.md).
+
+    The before/after figures are on the site's own patients, cross-fitted: each is scored by a
+    model tuned without them. An adapted model worse there (AUC or accuracy) is not registered
+    without --force; exit 1 then."""
+    from .adapt import adapt
+    from .config import AdaptConfig
+    from .registry import Registry
+
+    given = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "folds": folds,
+             "seed": seed}
+    config = AdaptConfig(**{k: v for k, v in given.items() if v is not None}, skip_bad=skip_bad)
+    result = adapt(ref, data_dir, config=config, registry=Registry(registry_root), name=name, force=force,
+                   echo=(lambda line: None) if as_json else (lambda line: click.echo(line, err=True)))
+    if as_json:
+        _echo_json(result.to_dict())
+    else:
+        _print_adaptation(result)
+    if result.version is None:
+        sys.exit(1)
+
+
+def _print_adaptation(result) -> None:
+    site = result.site
+    click.echo(f"{result.parent} adapted on {site['images']} images of {site['patients']} patients "
+               f"({site['data']}); figures cross-fitted on those patients, 95% CI")
+
+    def cell(r, k):
+        ci = r["ci"][k]
+        return f"{r['estimate'][k]:.4f}" + ("" if ci is None else f" ({ci[0]:.4f}-{ci[1]:.4f})")
+    rows = [{"figure": k, "before": cell(result.before, k), "after": cell(result.after, k)}
+            for k in ("auc", "accuracy", "sensitivity", "specificity", "brier")]
+    click.echo(_table(rows, ["figure", "before", "after"]))
+    d = result.auc_difference
+    click.echo(f"AUC after - before: {d['estimate']:+.4f}" + ("" if d["ci"] is None else
+               f" (95% CI {d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"))
+    if result.worse:
+        click.echo(f"the adapted model is worse on this site's patients in {', '.join(result.worse)}"
+                   + ("" if result.version is None else "; registered anyway (--force)"), err=True)
+    if result.version is None:
+        click.echo("not registered: pass --force to register it anyway", err=True)
+    else:
+        click.echo(f"registered {result.version.ref} at {result.version.path} (temperature x{result.temperature:.3f}, "
+                   f"threshold {result.threshold:.4f})")
+
+
+def _print_evaluation(report: dict) -> None:
     click.echo(f"{report['ref']} on {report['split']} ({report['images']} images) with {report['engine']}")
     if report.get("one_class"):
         click.echo(f"warning: {report['one_class']}", err=True)
@@ -855,7 +1002,26 @@ def evaluate_command(ref, data_dir, split, output, skip_bad, gate, registry_root
                      "confusion [[tn, fp], [fn, tp]]": str(m["confusion_matrix"])})
     click.echo(_table(rows, ["at", "accuracy", "precision", "recall", "specificity", "f1", "auc",
                              "confusion [[tn, fp], [fn, tp]]"]))
+    click.echo(_acceptance_table(report))
+    for c in report["criteria"]:
+        click.echo(f"{'PASS' if c['passed'] else 'FAIL'}  {c['requirement']}  ({c['judged_on']} "
+                   f"{'n/a' if c['judged_value'] is None else format(c['judged_value'], '.4f')})")
+    if report["accepted"] is not None:
+        click.echo("ACCEPTED" if report["accepted"] else "NOT ACCEPTED: a criterion failed")
     click.echo("wrote " + ", ".join(report["files"].values()))
+
+
+def _acceptance_table(report: dict) -> str:
+    """Each figure at the stored threshold with its 95% interval, beside the model's own estimate."""
+    est = report["model_estimate"] or {}
+    def num(v):
+        return "" if v is None or v != v else f"{v:.4f}"
+    rows = [{"figure": k, "site": num(v), "95% ci": "" if report["ci95"][k] is None else
+             f"{report['ci95'][k][0]:.4f}-{report['ci95'][k][1]:.4f}", "model's estimate": num(est.get(k))}
+            for k, v in report["figures"].items()]
+    note = (f"{report['patients']} patients; 95% CI: {report['ci_method']['method']}; model's estimate: "
+            f"{est.get('source', 'not recorded')}")
+    return _table(rows, ["figure", "site", "95% ci", "model's estimate"]) + "\n" + note
 
 
 if __name__ == "__main__":

@@ -174,3 +174,37 @@ class CVConfig(TrainConfig):
         _check(self.precision in PRECISIONS,
                f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         _check(self.xla in XLA_MODES, f"xla {self.xla!r}: choose one of {', '.join(XLA_MODES)}")
+
+
+# pneumokit adapt (docs/site.md): fine-tuning a registered model on a site's labelled images.
+# Chosen with bench/site.py (docs/performance.md, "Adapting to a site").
+ADAPT_EPOCHS = 5
+ADAPT_LEARNING_RATE = 1e-4
+ADAPT_BATCH_SIZE = 16
+ADAPT_FOLDS = 5  # cross-fitting: each site patient is scored by a model not tuned on them
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """How ``pneumokit adapt`` fine-tunes. ``augment=None`` uses the parent version's augmentation."""
+
+    epochs: int = ADAPT_EPOCHS
+    learning_rate: float = ADAPT_LEARNING_RATE
+    batch_size: int = ADAPT_BATCH_SIZE
+    folds: int = ADAPT_FOLDS
+    freeze_batch_norm: bool = True  # batch-norm layers keep the parent's statistics (inference mode)
+    augment: str | None = None
+    seed: int = DEFAULT_SEED
+    skip_bad: bool = False
+
+    def __post_init__(self):
+        _as_python(self)
+        _check(is_number(self.learning_rate) and 0 < self.learning_rate <= 1,
+               f"learning_rate must be a number in (0, 1], got {self.learning_rate!r}")
+        for key, low, high in (("epochs", 1, 1000), ("batch_size", 1, 4096), ("folds", 2, 20)):
+            _check(is_int(getattr(self, key), low, high), f"{key} must be an integer in {low}..{high}, "
+                                                          f"got {getattr(self, key)!r}")
+        _check(is_int(self.seed, 0, MAX_SEED), f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

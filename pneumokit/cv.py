@@ -36,6 +36,7 @@ from .config import CLASS_NAMES, CV_SPLITS, CVConfig
 from .data import scan
 from .errors import ResumeError
 from .files import atomic_path, check_output_folder, write_csv_atomic, write_json_atomic
+from .manifest import Manifest
 from .metrics import METRICS, binary_metrics, choose_threshold, summarize
 from .plugins import get_catalog
 from .preprocessing import Preprocessing
@@ -129,8 +130,9 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _run_record(config: CVConfig, root, fingerprint: dict, name: str) -> dict:
-    return {"config": config.to_dict(), "data": str(root), "dataset": fingerprint, "name": name}
+def _run_record(config: CVConfig, root, fingerprint: dict, name: str, manifest=None) -> dict:
+    record = {"config": config.to_dict(), "data": str(root), "dataset": fingerprint, "name": name}
+    return record | ({"manifest": manifest.to_dict()} if manifest is not None else {})
 
 
 def _differences(now: dict, before: dict) -> str:
@@ -292,7 +294,7 @@ def _open(config, data_dir, *, output, resume, final, registry, name, architectu
         if saved.get("planned") and config.ensemble != saved["config"].get("ensemble"):
             raise ResumeError(f"{out} was planned with ensemble={saved['config'].get('ensemble')}: its fold "
                               "jobs keep fold models only with --ensemble given at --plan time")
-        data_dir = data_dir or saved["data"]
+        data_dir = data_dir or (Manifest.from_dict(saved["manifest"]) if saved.get("manifest") else saved["data"])
         if name and saved.get("name") and name != saved["name"]:
             raise ResumeError(f"{out} was started with --name {saved['name']}; resume without --name "
                               "(or with the same one)")
@@ -335,7 +337,7 @@ def _open(config, data_dir, *, output, resume, final, registry, name, architectu
             raise ResumeError(f"{out} already holds a run: pass --resume {out} to continue it, "
                               "or choose another --output")
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / RUN_FILE, {**_run_record(config, result.root, fingerprint, name),
+        write_json_atomic(out / RUN_FILE, {**_run_record(config, result.root, fingerprint, name, result.manifest),
                                            "planned": planned})
     (out / "folds").mkdir(exist_ok=True)
     _write_folds(out, index[["path", "patient", "label", "fold"]], check=resume is not None)

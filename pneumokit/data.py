@@ -23,6 +23,7 @@ from .config import CLASS_NAMES, CV_SPLITS, DEMO_DATA_DIR, IMAGE_EXTENSIONS, SPL
 from .dicom import dicom_info, is_dicom
 from .errors import DatasetError
 from .files import printable, unreadable
+from .manifest import ALL, Manifest, is_manifest, scan_manifest
 from .preprocessing import ImageDecodeError, decode
 
 # Validation decodes at this size: JPEG draft mode makes it cheap, and a
@@ -75,6 +76,8 @@ class Scan:
     index: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # top-level folders that are no split
+    dropped: int = 0  # manifest rows left out as asked (--drop-unmapped)
+    manifest: object = None  # the ``Manifest`` read, or None for a folder
 
     @property
     def usable(self) -> bool:
@@ -91,7 +94,7 @@ class Scan:
         if fatal or (self.problems and not skip_bad):
             lines = "\n".join(f"  {p.path}: {p.reason}" for p in (fatal or self.problems))
             fix = (
-                "Fix the dataset layout (DIR/train/{NORMAL,PNEUMONIA}/*.jpeg)."
+                ("Fix the manifest." if self.manifest else "Fix the dataset layout (DIR/train/{NORMAL,PNEUMONIA}/*.jpeg).")
                 if fatal
                 else "Remove or replace these files, or pass --skip-bad (skip_bad=True) to leave them out."
             )
@@ -101,7 +104,7 @@ class Scan:
         return self.index
 
     def split(self, *splits: str) -> pd.DataFrame:
-        return self.index[self.index["split"].isin(splits)].reset_index(drop=True)
+        return self.index[self.index["split"].isin([*splits, ALL])].reset_index(drop=True)
 
 
 def resolve_root(data_dir: str | os.PathLike | None) -> Path:
@@ -246,12 +249,16 @@ def scan(
     Parameters
     ----------
     data_dir : the folder holding ``train/`` (and optionally ``val/``, ``test/``);
-        None scans the bundled demo set.
+        None scans the bundled demo set. A CSV file, or a ``Manifest``, is a label
+        manifest (``pneumokit.manifest``): its rows without a split are in every split.
     splits : the splits to include.
     patient_rule : file name -> patient id, or None when the name carries
         none (the image is then its own group). Replace it for other datasets.
     workers : threads for reading and decoding.
     """
+    if is_manifest(data_dir):
+        manifest = data_dir if isinstance(data_dir, Manifest) else Manifest(str(data_dir))
+        return scan_manifest(manifest, splits, workers)
     root = resolve_root(data_dir)
     problems: list[Problem] = _case_clashes(root, SPLITS)
     split_dirs = _children(root, SPLITS)
@@ -316,7 +323,7 @@ def check_report(result: Scan) -> dict:
     counts = {
         split: {c: int(((index["split"] == split) & (index["class_name"] == c)).sum())
                 for c in CLASS_NAMES}
-        for split in SPLITS if (index["split"] == split).any()
+        for split in (*SPLITS, ALL) if (index["split"] == split).any()
     }
     per_patient = index.groupby("patient").size()
     dup_groups = result.duplicates()
@@ -350,5 +357,7 @@ def check_report(result: Scan) -> dict:
         "modes": {str(k): int(v) for k, v in index["mode"].value_counts().items()},
         "sizes": {"width": spread("width"), "height": spread("height")},
         "ignored_folders": result.ignored,
+        "manifest": result.manifest.to_dict() if result.manifest else None,
+        "rows_left_out_unmapped": result.dropped,
         "problems": [p.to_dict() for p in result.problems],
     }

@@ -99,3 +99,28 @@ def calibrated(models, temperature: float = 1.0, name: str | None = None):
         out = CalibratedMean(temperature, name="calibrated_probability")(
             outs if len(outs) > 1 else outs[0])
     return keras.Model(inputs, out, name=name or (models[0].name if len(models) == 1 else "ensemble"))
+
+
+def retempered(model, factor: float):
+    """``model`` (a ``calibrated`` one) with its temperature multiplied by ``factor``: the output
+    becomes ``sigmoid(z / (T * factor))``. The weights are shared, not copied."""
+    if not factor > 0:
+        raise ValueError(f"temperature factor must be > 0, got {factor!r}")
+    try:
+        head = model.get_layer("temperature")
+    except ValueError:
+        head = None
+    if not isinstance(head, keras.layers.Rescaling):  # a probability head: wrap it once more
+        return calibrated(model, factor, name=model.name)
+    z = keras.layers.Rescaling(float(head.scale) / float(factor), dtype="float32", name="temperature")(head.input)
+    out = keras.layers.Activation("sigmoid", dtype="float32", name="calibrated_probability")(z)
+    return keras.Model(model.inputs, out, name=model.name)
+
+
+def temperature_of(model) -> float | None:
+    """The temperature of a ``calibrated`` model's stock head, or None."""
+    try:
+        head = model.get_layer("temperature")
+    except ValueError:
+        return None
+    return 1.0 / float(head.scale) if isinstance(head, keras.layers.Rescaling) else None

@@ -8,13 +8,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .calibration import expected_calibration_error
 from .config import CLASS_NAMES, INFERENCE_BATCH_SIZE, SPLITS
 from .data import DatasetError, scan
 from .errors import ConfigError, IntegrityError, ModelFileError
 from .files import check_output_folder, write_csv_atomic, write_json_atomic
+from .intervals import JUDGE_ON, intervals, judge, parse_requirement
+from .manifest import ALL
 from .metrics import binary_metrics
+from .plots import reliability_diagram
 from .preprocessing import Preprocessing
 from .registry import Registry
+from .report import write_html
 from .runtime import NOT_FINITE, check_threshold
 
 
@@ -50,20 +55,31 @@ def _training_overlap(mv, index: pd.DataFrame) -> int | None:
     return int(index["sha256"].isin(trained).sum())
 
 
-def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str = "test",
+def evaluate(ref: str, data_dir=None, *, split: str = "test",
              registry: Registry | None = None, output: str | os.PathLike | None = None,
-             skip_bad: bool = False, gate: bool = True) -> dict:
-    """Score ``ref`` on one split of a dataset.
+             skip_bad: bool = False, gate: bool = True, require=(), judge_on: str = "bound",
+             seed: int = 0) -> dict:
+    """Score ``ref`` on one split of a dataset (a folder or a manifest): a site acceptance test.
 
     Uses the version's ONNX file when it has one (what is deployed), else the
     Keras model; both apply the model's recorded preprocessing. Reports
-    metrics at the model's stored threshold and at 0.5, and writes
-    ``metrics.json``, ``predictions.csv``, ``roc.png`` and ``confusion.png`` to ``output``.
+    metrics at the model's stored threshold and at 0.5, 95% confidence intervals (a
+    bootstrap over patients, ``pneumokit.intervals``), calibration, the model's own
+    estimate from its training run, and a verdict on each ``require`` criterion
+    (``"sensitivity>=0.95"``; judged on the interval's bound unless ``judge_on="estimate"``).
+    Writes ``metrics.json``, ``predictions.csv``, ``report.html`` and the plots to ``output``.
     The input gate applies (``gate=False``: off): images it flags are counted under ``gate``
     and left out of the metrics, which are of the images in scope (docs/gate.md).
     """
     from .plots import confusion, roc_curves
 
+    for text in require:  # a typo fails now, not after scoring
+        try:
+            parse_requirement(text)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if judge_on not in JUDGE_ON:
+        raise ConfigError(f"judge_on {judge_on!r}: choose one of {', '.join(JUDGE_ON)}")
     registry = registry or Registry()
     if str(split).lower() not in SPLITS:
         raise ConfigError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -73,7 +89,9 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
     check_output_folder(out, "--output", create=True, registry_root=registry.root)
     result = scan(data_dir, splits=[split])
     index = result.require_usable(skip_bad=skip_bad)
-    index = index[index["split"] == split]
+    index = index[index["split"].isin([split, ALL])]  # a manifest without splits is one set
+    if (index["split"] == ALL).any():
+        split = ALL
     if index.empty:
         raise DatasetError(f"no {split}/ images in {result.root}; choose another --split")
     paths, y = index["path"].tolist(), index["label"].to_numpy()
@@ -101,7 +119,9 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
     write_csv_atomic(out / "predictions.csv", pd.DataFrame({
         "path": paths, "label": y, "probability": prob, "in_scope": [r["in_scope"] for r in rows],
         "gate_score": [r["gate_score"] for r in rows], "reason": [r["reason"] for r in rows]}))
+    groups = index["patient"].to_numpy()[scored]
     y, prob = y[scored], prob[scored]
+    report |= acceptance(mv.metadata, y, prob, groups, threshold, require, judge_on, seed)
     if len(np.unique(y)) == 2:
         roc_curves([(f"{mv.ref} on {split}", y, prob)], out / "roc.png")
     else:  # one class only: no ROC curve, no AUC
@@ -110,8 +130,45 @@ def evaluate(ref: str, data_dir: str | os.PathLike | None = None, *, split: str 
                                "(null), and so is either recall or specificity")
     confusion(report["at_threshold"]["confusion_matrix"], out / "confusion.png", CLASS_NAMES,
               f"{mv.ref} on {split}, threshold {threshold:.3f}")
+    reliability_diagram(y, None, prob, out / "reliability.png", f"{mv.ref} on {split}")
+    report["files"] |= {"reliability.png": str(out / "reliability.png"), "report.html": str(out / "report.html")}
     write_json_atomic(out / "metrics.json", report)
+    write_html(report, out / "report.html")
     return report
+
+
+def acceptance(meta: dict, y, prob, groups, threshold: float, require, judge_on: str, seed: int) -> dict:
+    """The acceptance part of the report: 95% intervals, calibration, the model's own estimate
+    and the verdicts on ``require``."""
+    from .calibration import reliability
+
+    result = intervals(y, prob, groups, threshold, seed=seed)
+    criteria = judge(require, result, judge_on)
+    return {"patients": result["patients"], "figures": result["estimate"], "ci95": result["ci"],
+            "ci_method": {"method": f"{result['method']} bootstrap over patients", "level": result["level"],
+                          "replicates": result["replicates"], "seed": seed},
+            "calibration": {"brier": result["estimate"]["brier"], "ece": expected_calibration_error(y, prob),
+                            "reliability": reliability(y, prob)},
+            "model_estimate": model_estimate(meta), "criteria": criteria,
+            "accepted": all(c["passed"] for c in criteria) if criteria else None}
+
+
+def model_estimate(meta: dict) -> dict | None:
+    """What the model's own training run estimated (on patients held out there), to set beside
+    a site's figures: cross-validation's pooled out-of-fold figures, an adapted version's
+    cross-fitted site figures, or (optimistic) a train run's validation split."""
+    metrics = meta.get("metrics", {})
+    for key, source in (("out_of_fold", "cross-validation, pooled out-of-fold predictions"),
+                        ("site_after", "cross-fitted on the site patients it was adapted to"),
+                        ("validation", "the validation split of `pneumokit train` (threshold and "
+                                       "temperature chosen on it: optimistic)")):
+        m = metrics.get(key)
+        if m:
+            m = m.get("at_threshold", m)
+            return {"source": source, **{k: m.get(src) for k, src in (
+                ("auc", "auc"), ("accuracy", "accuracy"), ("sensitivity", "recall"),
+                ("specificity", "specificity"), ("ppv", "precision"), ("brier", "brier"))}}
+    return None
 
 
 def _rows(mv, registry: Registry, paths, pre: Preprocessing, gate: bool):

@@ -105,14 +105,16 @@ def cv_summary(folds, summary: dict, path: Path) -> Path:
 
 def reliability_diagram(y_true, prob_before, prob_after, path: Path, title: str = "") -> Path:
     """Observed positive rate against mean predicted probability per bin, before and after
-    calibration, with the diagonal of perfect calibration and each bin's count below."""
+    calibration (``prob_before=None``: one curve, ``prob_after``), with the diagonal of perfect
+    calibration and each bin's count below."""
     from .calibration import expected_calibration_error, reliability
 
     plt = _plt()
     fig, (ax, bars) = plt.subplots(2, 1, figsize=(5, 6), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
-    for label, prob, marker in (("uncalibrated", prob_before, "o"), ("calibrated", prob_after, "s")):
+    curves = (("uncalibrated", prob_before, "o"), ("calibrated", prob_after, "s"))
+    for label, prob, marker in curves if prob_before is not None else (("model", prob_after, "s"),):
         bins = reliability(y_true, prob)
         ece = expected_calibration_error(y_true, prob)
         ax.plot([b["mean_probability"] for b in bins], [b["positive_rate"] for b in bins],

@@ -65,6 +65,6 @@ def unparsed_warning(index: pd.DataFrame) -> str | None:
     n = int((~index["patient_parsed"]).sum())
     if not n:
         return None
-    return (f"warning: {n} of {len(index)} file names carry no patient id; each of those images is "
-            "its own group, so a patient with several such images can leak across splits "
-            "(see pneumokit.data.patient_id to supply a rule)")
+    return (f"warning: {n} of {len(index)} images have no patient id (no patient column in the manifest, "
+            "or a file name without one); each of those images is its own group, so a patient with "
+            "several such images can leak across splits (give a manifest a patient column, docs/data.md)")

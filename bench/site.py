@@ -1,0 +1,242 @@
+"""Site bench: honest intervals, and what adapting a model to a site is worth (docs/performance.md).
+
+A base model is trained with the default recipe (``pneumokit train``) on a
+patient-grouped 80% of the shared images (as ``bench/gate.py`` does; its
+registry can be reused with ``--registry``). The other 20% of patients are
+the site pool. Stand-in sites are that pool as it is and under the
+acquisition shifts of ``pneumokit/stress.py`` on which the base model does
+worst (chosen on the labelled half only).
+
+Parts (``--part``):
+
+Stand-in sites: the pool as it is, the single shifts on which the base
+model's AUC is lowest, and ``COMPOSITE`` (several shifts at once).
+
+- ``coverage``: how often ``pneumokit.intervals`` 95% intervals, from ~150
+  patients drawn with replacement from a site pool, hold the figure of the
+  whole pool (the population), over ``--draws`` draws; BCa and percentile.
+- ``methods``: each site pool split by patient into a labelled half and a
+  scored half; from the labelled half ``n`` images (whole patients) adapt the
+  base model by each method, scored on the scored half (AUC with its 95% CI,
+  Brier, the parent's gate on the tuned network's features).
+- ``adapt``: ``pneumokit.adapt`` end to end (cross-fitting, temperature,
+  registration) on ``n`` labelled images; figures on the scored half.
+
+The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import numpy as np  # noqa: E402
+
+from pneumokit.config import CV_SPLITS, AdaptConfig, TrainConfig  # noqa: E402
+from pneumokit.data import scan  # noqa: E402
+from pneumokit.intervals import intervals  # noqa: E402
+from pneumokit.preprocessing import Preprocessing  # noqa: E402
+from pneumokit.registry import Registry  # noqa: E402
+from pneumokit.splits import holdout, kfold  # noqa: E402
+from pneumokit.stress import SHIFTS, shifted_file  # noqa: E402
+
+NAME = "sitebench"
+# A site whose export differs in several ways at once: brighter, flatter, bordered, compressed.
+COMPOSITE_STEPS = ("brighter", "low_contrast", "side_borders_12pct", "jpeg_q15")
+COMPOSITE = "+".join(COMPOSITE_STEPS)
+
+
+def composite(path) -> bytes:
+    """The bytes of ``path`` after each shift of ``COMPOSITE_STEPS`` in turn."""
+    import io
+
+    from PIL import Image
+
+    data = shifted_file(path, COMPOSITE_STEPS[0])
+    for step in COMPOSITE_STEPS[1:]:
+        with Image.open(io.BytesIO(data)) as img:
+            data = SHIFTS[step](img.convert("L"))
+    return data
+
+
+def base_model(args, index, held):
+    """The base version (trained on the patients outside ``held``), reused when the registry has one."""
+    from robustness import link_tree  # bench/robustness.py
+
+    from pneumokit.train import train
+
+    registry = Registry(Path(args.registry))
+    names = [r["name"] for r in registry.list()]
+    name = next((n for n in (NAME, "gatebench") if n in names), None)
+    if name is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = link_tree(index[~held], Path(tmp) / "train_part" / "chest_xray")
+            train(TrainConfig(seed=args.seed), data, registry=registry, name=NAME, echo=lambda line: None)
+        name = NAME
+    return registry, registry.get(name)
+
+
+def sites(args, pool, pre, model):
+    """{site: uint8 images of the pool}: the pool as it is and under the ``--sites`` worst shifts of
+    the base model, judged by AUC on the labelled half only."""
+    from pneumokit.adapt import probabilities
+    from pneumokit.metrics import binary_metrics
+
+    paths = pool["path"].tolist()
+    images = {name: np.stack([pre.load(shifted_file(p, name)) for p in paths]) for name in SHIFTS}
+    images[COMPOSITE] = np.stack([pre.load(composite(p)) for p in paths])
+    lab = pool["half"].to_numpy() == "labelled"
+    y = pool["label"].to_numpy()
+    auc = {name: binary_metrics(y[lab], probabilities(model, pre, x[lab]))["auc"] for name, x in images.items()}
+    worst = sorted((s for s in auc if s not in ("none", COMPOSITE)), key=auc.get)[:args.sites] + [COMPOSITE]
+    print(json.dumps({"base_auc_on_labelled_half": auc, "sites": ["none", *worst]}), flush=True)
+    return {name: images[name] for name in ["none", *worst]}
+
+
+def draw_labelled(pool, n: int, seed: int) -> np.ndarray:
+    """Row positions of about ``n`` labelled-half images, whole patients in random order."""
+    lab = pool[pool["half"] == "labelled"]
+    rng = np.random.default_rng(seed)
+    chosen, count = [], 0
+    for patient in rng.permutation(lab["patient"].unique()):
+        rows = np.flatnonzero((pool["patient"] == patient).to_numpy())
+        chosen += rows.tolist()
+        count += len(rows)
+        if count >= n:
+            break
+    return np.array(sorted(chosen))
+
+
+def part_coverage(args, pool, site_images, model, pre, mv) -> dict:
+    from pneumokit.adapt import probabilities
+
+    out = {}
+    y, groups = pool["label"].to_numpy(), pool["patient"].to_numpy()
+    patients = np.unique(groups)
+    threshold = float(mv.metadata["threshold"])
+    for site, images in site_images.items():
+        prob = probabilities(model, pre, images)
+        truth = intervals(y, prob, groups, threshold, replicates=10)["estimate"]
+        rng = np.random.default_rng(args.seed)
+        hits = {m: {k: 0 for k in truth} for m in ("bca", "percentile")}
+        valid = {m: {k: 0 for k in truth} for m in hits}
+        started = time.perf_counter()
+        for d in range(args.draws):
+            drawn = rng.choice(patients, size=args.patients, replace=True)
+            rows = np.concatenate([np.flatnonzero(groups == p) for p in drawn])
+            g = np.concatenate([[f"{k}"] * int(np.sum(groups == p)) for k, p in enumerate(drawn)])
+            for method in hits:
+                ci = intervals(y[rows], prob[rows], g, threshold, seed=d, method=method)["ci"]
+                for k, bounds in ci.items():
+                    if bounds is not None:
+                        valid[method][k] += 1
+                        hits[method][k] += bounds[0] <= truth[k] <= bounds[1]
+        out[site] = {"pool_patients": int(len(patients)), "pool_images": int(len(y)), "truth": truth,
+                     "coverage": {m: {k: hits[m][k] / max(1, valid[m][k]) for k in truth} for m in hits},
+                     "monte_carlo_se": float(np.sqrt(0.95 * 0.05 / args.draws)),
+                     "seconds": round(time.perf_counter() - started, 1)}
+        print(json.dumps({site: out[site]}), flush=True)
+    return out
+
+
+def adapted_by(method: str, model, pre, images, labels, source, seed: int):
+    """The base model adapted by ``method`` on labelled site images (``source``: images, labels)."""
+    import keras
+
+    from pneumokit.adapt import fine_tune
+    from pneumokit.fitting import refresh_batch_norm
+    from pneumokit.plugins import get_catalog
+
+    augment = TrainConfig().augment
+    if method == "bn":
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        refresh_batch_norm(copy, images, pre, 64)
+        return copy
+    config = AdaptConfig(seed=seed, freeze_batch_norm=method != "ft_bn",
+                         learning_rate=3e-4 if method == "ft_lr3e-4" else AdaptConfig().learning_rate)
+    if method == "ft_mix":
+        images, labels = np.concatenate([images, source[0]]), np.concatenate([labels, source[1]])
+    return fine_tune(model, pre, images, labels, config, get_catalog(), augment)
+
+
+def part_methods(args, pool, site_images, model, pre, mv, index, held) -> list[dict]:
+    from pneumokit.adapt import probabilities
+    from pneumokit.gate import score_vectors, vectors, version_arrays
+
+    arrays = version_arrays(mv)
+    scored = (pool["half"] == "scored").to_numpy()
+    y, groups = pool["label"].to_numpy(), pool["patient"].to_numpy()
+    source_index = index[~held].reset_index(drop=True)
+    results = []
+    for site, images in site_images.items():
+        for n in args.n:
+            for seed in range(args.repeats):
+                rows = draw_labelled(pool, n, args.seed + 1000 * seed + n)
+                src = source_index.sample(len(rows), random_state=seed).reset_index(drop=True)
+                source = (np.stack([pre.load(Path(p).read_bytes()) for p in src["path"]]), src["label"].to_numpy())
+                for method in ["none", *args.methods]:
+                    if method == "none" and (n != args.n[0] or seed):
+                        continue
+                    started = time.perf_counter()
+                    net = model if method == "none" else adapted_by(
+                        method, model, pre, images[rows], y[rows], source, args.seed + seed)
+                    prob = probabilities(net, pre, images[scored])
+                    ci = intervals(y[scored], prob, groups[scored], 0.5, seed=0)
+                    gate = score_vectors(vectors(net, images[scored], pre), arrays)
+                    results.append({"site": site, "n": 0 if method == "none" else len(rows), "seed": seed,
+                                    "method": method, "auc": ci["estimate"]["auc"], "auc_ci": ci["ci"]["auc"],
+                                    "brier": ci["estimate"]["brier"], "gate_flagged": float(np.mean(gate > 1)),
+                                    "seconds": round(time.perf_counter() - started, 1)})
+                    print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared/data/chest_xray"))
+    parser.add_argument("--registry", default=str(ROOT / "bench/results/site-registry"))
+    parser.add_argument("--part", choices=("coverage", "methods", "adapt"), default="coverage")
+    parser.add_argument("--holdout", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--sites", type=int, default=1, help="worst single shifts used as stand-in sites, besides the pool as it is and the composite")
+    parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--patients", type=int, default=150)
+    parser.add_argument("--n", type=int, nargs="+", default=[25, 50, 100, 200])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=["bn", "ft", "ft_bn", "ft_mix"])
+    args = parser.parse_args()
+
+    index = scan(args.data, splits=CV_SPLITS).require_usable()
+    held = holdout(index, args.holdout, args.seed)
+    pool = index[held].reset_index(drop=True)
+    pool["half"] = np.where(kfold(pool, 2, args.seed) == 1, "scored", "labelled")
+    registry, mv = base_model(args, index, held)
+    model = registry.load_model(mv.ref)
+    pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
+    site_images = sites(args, pool, pre, model)
+    if args.part == "coverage":
+        out = part_coverage(args, pool, site_images, model, pre, mv)
+        worst = {m: min(min(s["coverage"][m]["auc"], s["coverage"][m]["accuracy"]) for s in out.values())
+                 for m in ("bca", "percentile")}
+        print(json.dumps({"worst_coverage_auc_accuracy": worst, "ratio": worst["bca"] / worst["percentile"]}))
+    elif args.part == "methods":
+        results = part_methods(args, pool, site_images, model, pre, mv, index, held)
+        Path(args.registry).parent.joinpath("site-methods.json").write_text(json.dumps(results, indent=1))
+        base = {r["site"]: r["auc"] for r in results if r["method"] == "none"}
+        gain = {m: float(np.mean([r["auc"] - base[r["site"]] for r in results if r["method"] == m]))
+                for m in args.methods}
+        print(json.dumps({"mean_auc_gain": gain, "ratio": max(gain.values())}))
+
+
+if __name__ == "__main__":
+    main()

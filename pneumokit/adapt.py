@@ -1,0 +1,205 @@
+"""``pneumokit adapt``: fine-tune a registered model on a site's labelled images (docs/site.md).
+
+The method, chosen with ``bench/site.py`` (docs/performance.md): every layer
+fine-tuned for a few epochs at a small learning rate, batch-norm statistics
+kept, the parent's augmentation, class-balanced weights; then the temperature
+refitted on site patients. What the adapted model is worth is measured by
+cross-fitting: the site's patients are split into folds, and each fold is
+scored by a model tuned on the other folds only, so every site patient gets a
+"before" (the parent) and an "after" it did not help tune. The version that
+is registered is tuned on all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import AdaptConfig
+from .data import class_weights
+from .ensemble import retempered
+from .errors import DatasetError
+from .fitting import compile_model
+from .pipeline import build_augmentations, make_dataset
+from .provenance import dataset_fingerprint
+
+
+def fine_tune(model, pre, images: np.ndarray, labels, config: AdaptConfig, catalog, augment: str):
+    """A copy of ``model`` fine-tuned on uint8 (N, H, W, 1) ``images`` (the original is untouched)."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    tuned = keras.models.clone_model(model)
+    tuned.set_weights(model.get_weights())
+    if config.freeze_batch_norm:  # a frozen BatchNormalization runs in inference mode (Keras 3)
+        for layer in tuned._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    compile_model(tuned, config.learning_rate)
+    labels = np.asarray(labels, dtype=np.int64)
+    ds = make_dataset([f"site image {i}" for i in range(len(images))], labels, pre,
+                      batch_size=config.batch_size, training=True, seed=config.seed, images=images,
+                      augmentations=build_augmentations(augment, catalog, seed=config.seed))
+    tuned.fit(ds, epochs=config.epochs, class_weight=class_weights(labels), verbose=0, shuffle=False)
+    return tuned
+
+
+def probabilities(model, pre, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """The model's probabilities (N,) for uint8 (N, H, W, 1) images."""
+    out = [np.asarray(model(pre.normalize(images[i:i + batch_size].astype(np.float32)), training=False))
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out).astype(np.float64).ravel() if out else np.zeros(0)
+
+
+@dataclass
+class AdaptResult:
+    """What ``adapt`` measured and did. ``version`` is None when it was not registered."""
+
+    version: object
+    parent: str
+    site: dict  # images, patients, the data's fingerprint
+    before: dict  # ``intervals`` of the parent on the site patients
+    after: dict  # of the adapted model, each patient scored by a model not tuned on them
+    auc_difference: dict  # after - before, with its paired 95% interval
+    worse: list[str]  # figures on which the adapted model is worse
+    temperature: float
+    threshold: float
+    scores: dict = None  # {"before": ..., "after": ...}: the site images' probabilities
+
+    def to_dict(self) -> dict:
+        return {"ref": self.version.ref if self.version is not None else None, "registered": self.version is not None,
+                "parent": self.parent, "site": self.site, "before": self.before, "after": self.after,
+                "auc_difference": self.auc_difference, "worse": self.worse, "temperature": self.temperature,
+                "threshold": self.threshold}
+
+
+def _site(data, config: AdaptConfig, pre):
+    """The site's index (train + val of a folder, all of a manifest without splits) and its images."""
+    from .config import CV_SPLITS
+    from .data import scan
+    from .decoding import decode_all
+
+    result = scan(data, splits=CV_SPLITS)
+    index = result.require_usable(skip_bad=config.skip_bad)
+    if index["label"].nunique() < 2:
+        raise DatasetError(f"{result.root}: adapting needs labelled images of both classes; found only "
+                           f"{index['class_name'].iloc[0] if len(index) else 'none'}")
+    return result, index, decode_all(index["path"].tolist(), pre)
+
+
+def cross_fit(model, pre, images, index, config: AdaptConfig, catalog, augment: str, echo) -> np.ndarray:
+    """Each site image's probability from a model fine-tuned on the other folds' patients."""
+    from .splits import kfold
+
+    folds = kfold(index, config.folds, config.seed)
+    y = index["label"].to_numpy()
+    out = np.zeros(len(index))
+    for k in range(config.folds):
+        held = folds == k
+        echo(f"cross-fitting fold {k + 1}/{config.folds}: tuning on {int((~held).sum())} images, scoring "
+             f"{int(held.sum())}")
+        tuned = fine_tune(model, pre, images[~held], y[~held], config, catalog, augment)
+        out[held] = probabilities(tuned, pre, images[held])
+    return out
+
+
+def _worse(before: dict, after: dict) -> list[str]:
+    return [k for k in ("auc", "accuracy") if after["estimate"][k] < before["estimate"][k]]
+
+
+def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=None, name: str | None = None,
+          force: bool = False, echo=print) -> AdaptResult:
+    """Adapt version ``ref`` to a site's labelled images (a folder or a manifest) and register it.
+
+    The before/after figures are on the site's patients, cross-fitted (``config.folds``): each
+    patient is scored by a model tuned without them. The adapted version is registered only
+    when it is not worse there in AUC or accuracy, unless ``force``; its metadata records the
+    lineage (parent, the site data's fingerprint, what changed).
+    """
+    from .calibration import apply_temperature, fit_temperature
+    from .intervals import intervals
+    from .metrics import choose_threshold
+    from .plugins import get_catalog
+    from .preprocessing import Preprocessing
+    from .registry import Registry, validate_name
+
+    config = config or AdaptConfig()
+    registry = registry or Registry()
+    mv = registry.get(ref)
+    name = validate_name(name or mv.name)
+    registry.check_writable(name)
+    pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
+    augment = config.augment if config.augment is not None else mv.metadata["config"]["augment"]
+    result, index, images = _site(data, config, pre)
+    model = registry.load_model(mv.ref)
+    y, groups = index["label"].to_numpy(), index["patient"].to_numpy()
+    before = probabilities(model, pre, images)
+    oof = cross_fit(model, pre, images, index, config, get_catalog(), augment, echo)
+    factor = fit_temperature(y, oof)
+    after = apply_temperature(oof, factor)
+    parent_config = mv.metadata["config"]
+    threshold, rule = choose_threshold(y, after, parent_config.get("threshold_rule", "calibrated"),
+                                       parent_config.get("target_sensitivity"))
+    ci_before = intervals(y, before, groups, float(mv.metadata["threshold"]), seed=config.seed)
+    ci_after = intervals(y, after, groups, threshold, seed=config.seed)
+    site = {"data": str(result.root), "images": len(index), "patients": int(index["patient"].nunique()),
+            "fingerprint": dataset_fingerprint(index, result.root)}
+    outcome = AdaptResult(None, mv.ref, site, ci_before, ci_after, auc_difference(y, before, after, groups, config.seed),
+                          _worse(ci_before, ci_after), factor, threshold, {"before": before, "after": after})
+    if outcome.worse and not force:
+        return outcome
+    echo(f"fine-tuning on all {len(index)} site images")
+    tuned = fine_tune(model, pre, images, y, config, get_catalog(), augment)
+    outcome.version = _register(registry, name, mv, retempered(tuned, factor), outcome, index, config, rule)
+    return outcome
+
+
+def auc_difference(y, before, after, groups, seed: int) -> dict:
+    from .intervals import difference
+
+    return difference(y, before, after, groups, "auc", seed=seed)
+
+
+def _register(registry, name: str, mv, model, outcome: AdaptResult, index, config: AdaptConfig, rule: str):
+    """Register the adapted model: the parent's metadata with what changed, its lineage, the
+    training images of both (so ``evaluate`` sees overlap with either) and the parent's gate."""
+    from . import gate
+    from .ensemble import temperature_of
+    from .metrics import binary_metrics
+    from .provenance import TRAINING_IMAGES, package_versions
+
+    y = index["label"].to_numpy()
+    after = outcome.after["estimate"]
+    kept = {k: v for k, v in mv.metadata.items()
+            if k not in ("name", "version", "created_at", "artifacts", "onnx", "metrics", "split", "best_epoch")}
+    temperature = temperature_of(model) or outcome.temperature
+    meta = kept | {
+        "kind": "adapt", "threshold": outcome.threshold, "threshold_rule": rule, "packages": package_versions(),
+        "calibration": {"method": "temperature", "temperature": temperature, "site_factor": outcome.temperature,
+                        "brier": after["brier"], "fitted_on": "cross-fitted site predictions"},
+        "metrics": {"site_before": _figures_record(outcome.before), "site_after": _figures_record(outcome.after)},
+        "lineage": {"parent": mv.ref, "parent_model_sha256": mv.metadata["artifacts"].get("model.keras"),
+                    "parent_dataset": mv.metadata.get("dataset"), "site": outcome.site, "adapt": config.to_dict(),
+                    "changed": (f"every layer fine-tuned on {len(index)} site images ({config.epochs} epochs, "
+                                f"learning rate {config.learning_rate:g}, batch norm "
+                                f"{'frozen' if config.freeze_batch_norm else 'trained'}); temperature refitted "
+                                f"on cross-fitted site predictions (x{outcome.temperature:.3f}); threshold "
+                                f"{outcome.threshold:.4f} ({rule})")},
+        "dataset": outcome.site["fingerprint"], "forced": bool(outcome.worse),
+    }
+    meta["metrics"]["site_before"]["at_threshold"] = binary_metrics(y, outcome.scores["before"],
+                                                                    float(mv.metadata["threshold"]))
+    meta["metrics"]["site_after"]["at_threshold"] = binary_metrics(y, outcome.scores["after"], outcome.threshold)
+    trained = set(mv.verify(TRAINING_IMAGES).read_text().split()) if TRAINING_IMAGES in mv.metadata["artifacts"] \
+        else set()
+    images = ("\n".join(sorted(trained | set(index["sha256"]))) + "\n").encode()
+    artifacts = {TRAINING_IMAGES: images}
+    if gate.GATE_FILE in mv.metadata["artifacts"]:
+        artifacts[gate.GATE_FILE] = mv.verify(gate.GATE_FILE).read_bytes()
+    return registry.save(name, model, meta, artifacts=artifacts)
+
+
+def _figures_record(result: dict) -> dict:
+    return {"figures": result["estimate"], "ci95": result["ci"], "patients": result["patients"],
+            "method": f"{result['method']} bootstrap over patients"}
