@@ -20,7 +20,10 @@ model's AUC is lowest, and ``COMPOSITE`` (several shifts at once).
   base model by each method, scored on the scored half (AUC with its 95% CI,
   Brier, the parent's gate on the tuned network's features).
 - ``adapt``: ``pneumokit.adapt`` end to end (cross-fitting, temperature,
-  registration) on ``n`` labelled images; figures on the scored half.
+  registration) on ``n`` labelled images written as a site would send them
+  (files and a manifest), then ``pneumokit.evaluate`` of the base and the
+  adapted version on the scored half; and whether the base's figures on the
+  two halves agree within the labelled half's interval widened by sqrt(2).
 
 The last line is JSON.
 """
@@ -201,6 +204,71 @@ def part_methods(args, pool, site_images, model, pre, mv, index, held) -> list[d
     return results
 
 
+def write_site(pool, rows, site: str, folder: Path) -> Path:
+    """The pool's ``rows`` as a site would send them: image files (shifted as ``site`` says) and a
+    manifest ``path,label,patient`` with relative paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["path,label,patient"]
+    for i in rows:
+        path = pool["path"].iloc[i]
+        data = (Path(path).read_bytes() if site == "none" else composite(path) if site == COMPOSITE
+                else shifted_file(path, site))
+        name = f"{i}{Path(path).suffix if site == 'none' else '.png'}"
+        (folder / name).write_bytes(data)
+        lines.append(f"{name},{pool['class_name'].iloc[i]},{pool['patient'].iloc[i]}")
+    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return folder / "manifest.csv"
+
+
+def agreement(labelled: dict, scored: dict) -> dict:
+    """Whether the scored half's figure lies within the labelled half's 95% interval widened by
+    sqrt(2) about its estimate (the range for the difference of two independent halves)."""
+    out = {}
+    for k in ("auc", "accuracy"):
+        est, (low, high) = labelled["figures"][k], labelled["ci95"][k]
+        lo, hi = est - np.sqrt(2) * (est - low), est + np.sqrt(2) * (high - est)
+        out[k] = {"labelled": est, "scored": scored["figures"][k], "range": [lo, hi],
+                  "inside": bool(lo <= scored["figures"][k] <= hi)}
+    return out
+
+
+def part_adapt(args, pool, site_images, registry, mv) -> list[dict]:
+    """``pneumokit.adapt`` then ``pneumokit.evaluate``, as a site would run them, per site and n."""
+    from pneumokit.adapt import adapt
+    from pneumokit.evaluate import evaluate
+
+    scored_rows = np.flatnonzero((pool["half"] == "scored").to_numpy())
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for site in site_images:
+            scored = write_site(pool, scored_rows, site, Path(tmp) / site / "scored")
+            base = evaluate(mv.ref, scored, registry=registry, output=Path(tmp) / "ev" / site, gate=False)
+            for n in args.n:
+                rows = draw_labelled(pool, n, args.seed + n)
+                labelled = write_site(pool, rows, site, Path(tmp) / site / f"labelled{n}")
+                base_lab = evaluate(mv.ref, labelled, registry=registry, output=Path(tmp) / "evl" / f"{site}{n}",
+                                    gate=False)
+                started = time.perf_counter()
+                out = adapt(mv.ref, labelled, registry=registry, name=f"site-{len(results)}", force=True,
+                            echo=lambda line: None)
+                minutes = (time.perf_counter() - started) / 60
+                after = evaluate(out.version.ref, scored, registry=registry,
+                                 output=Path(tmp) / "eva" / f"{site}{n}", gate=False)
+                record = {"site": site, "n": len(rows), "minutes": round(minutes, 2),
+                          "would_register": not out.worse, "cross_fitted": {
+                              "before": out.before["estimate"], "after": out.after["estimate"]},
+                          "scored_before": _figures(base), "scored_after": _figures(after),
+                          "base_agreement": agreement(base_lab, base)}
+                results.append(record)
+                print(json.dumps(record), flush=True)
+    return results
+
+
+def _figures(report: dict) -> dict:
+    return {k: report["figures"][k] for k in ("auc", "accuracy", "sensitivity", "specificity")} | {
+        "auc_ci": report["ci95"]["auc"]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/chest_xray"))
@@ -229,6 +297,11 @@ def main():
         worst = {m: min(min(s["coverage"][m]["auc"], s["coverage"][m]["accuracy"]) for s in out.values())
                  for m in ("bca", "percentile")}
         print(json.dumps({"worst_coverage_auc_accuracy": worst, "ratio": worst["bca"] / worst["percentile"]}))
+    elif args.part == "adapt":
+        results = part_adapt(args, pool, site_images, registry, mv)
+        Path(args.registry).parent.joinpath("site-adapt.json").write_text(json.dumps(results, indent=1))
+        gain = [r["scored_after"]["auc"] - r["scored_before"]["auc"] for r in results]
+        print(json.dumps({"mean_auc_gain_scored_half": float(np.mean(gain)), "ratio": float(np.mean(gain))}))
     elif args.part == "methods":
         results = part_methods(args, pool, site_images, model, pre, mv, index, held)
         Path(args.registry).parent.joinpath("site-methods.json").write_text(json.dumps(results, indent=1))

@@ -1,9 +1,11 @@
 """``pneumokit adapt``: fine-tune a registered model on a site's labelled images (docs/site.md).
 
-The method, chosen with ``bench/site.py`` (docs/performance.md): every layer
-fine-tuned for a few epochs at a small learning rate, batch-norm statistics
-kept, the parent's augmentation, class-balanced weights; then the temperature
-refitted on site patients. What the adapted model is worth is measured by
+The method, chosen with ``bench/site.py`` (docs/performance.md): every layer,
+batch-norm statistics included, fine-tuned for a few epochs at a small
+learning rate with the parent's augmentation and class-balanced weights, on
+the site's images alone (mixing in source images halved the gain and was not
+needed to keep what the model knew); then the temperature refitted on site
+patients. What the adapted model is worth is measured by
 cross-fitting: the site's patients are split into folds, and each fold is
 scored by a model tuned on the other folds only, so every site patient gets a
 "before" (the parent) and an "after" it did not help tune. The version that
@@ -68,7 +70,8 @@ class AdaptResult:
     scores: dict = None  # {"before": ..., "after": ...}: the site images' probabilities
 
     def to_dict(self) -> dict:
-        return {"ref": self.version.ref if self.version is not None else None, "registered": self.version is not None,
+        registered = self.version is not None
+        return {"ref": self.version.ref if registered else None, "registered": registered,
                 "parent": self.parent, "site": self.site, "before": self.before, "after": self.after,
                 "auc_difference": self.auc_difference, "worse": self.worse, "temperature": self.temperature,
                 "threshold": self.threshold}
@@ -145,7 +148,8 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
     ci_after = intervals(y, after, groups, threshold, seed=config.seed)
     site = {"data": str(result.root), "images": len(index), "patients": int(index["patient"].nunique()),
             "fingerprint": dataset_fingerprint(index, result.root)}
-    outcome = AdaptResult(None, mv.ref, site, ci_before, ci_after, auc_difference(y, before, after, groups, config.seed),
+    change = auc_difference(y, before, after, groups, config.seed)
+    outcome = AdaptResult(None, mv.ref, site, ci_before, ci_after, change,
                           _worse(ci_before, ci_after), factor, threshold, {"before": before, "after": after})
     if outcome.worse and not force:
         return outcome
@@ -165,41 +169,44 @@ def _register(registry, name: str, mv, model, outcome: AdaptResult, index, confi
     """Register the adapted model: the parent's metadata with what changed, its lineage, the
     training images of both (so ``evaluate`` sees overlap with either) and the parent's gate."""
     from . import gate
+    from .calibration import expected_calibration_error
     from .ensemble import temperature_of
     from .metrics import binary_metrics
     from .provenance import TRAINING_IMAGES, package_versions
 
     y = index["label"].to_numpy()
-    after = outcome.after["estimate"]
-    kept = {k: v for k, v in mv.metadata.items()
-            if k not in ("name", "version", "created_at", "artifacts", "onnx", "metrics", "split", "best_epoch")}
-    temperature = temperature_of(model) or outcome.temperature
-    meta = kept | {
-        "kind": "adapt", "threshold": outcome.threshold, "threshold_rule": rule, "packages": package_versions(),
-        "calibration": {"method": "temperature", "temperature": temperature, "site_factor": outcome.temperature,
-                        "brier": after["brier"], "fitted_on": "cross-fitted site predictions"},
-        "metrics": {"site_before": _figures_record(outcome.before), "site_after": _figures_record(outcome.after)},
-        "lineage": {"parent": mv.ref, "parent_model_sha256": mv.metadata["artifacts"].get("model.keras"),
-                    "parent_dataset": mv.metadata.get("dataset"), "site": outcome.site, "adapt": config.to_dict(),
-                    "changed": (f"every layer fine-tuned on {len(index)} site images ({config.epochs} epochs, "
-                                f"learning rate {config.learning_rate:g}, batch norm "
-                                f"{'frozen' if config.freeze_batch_norm else 'trained'}); temperature refitted "
-                                f"on cross-fitted site predictions (x{outcome.temperature:.3f}); threshold "
-                                f"{outcome.threshold:.4f} ({rule})")},
-        "dataset": outcome.site["fingerprint"], "forced": bool(outcome.worse),
-    }
-    meta["metrics"]["site_before"]["at_threshold"] = binary_metrics(y, outcome.scores["before"],
-                                                                    float(mv.metadata["threshold"]))
-    meta["metrics"]["site_after"]["at_threshold"] = binary_metrics(y, outcome.scores["after"], outcome.threshold)
-    trained = set(mv.verify(TRAINING_IMAGES).read_text().split()) if TRAINING_IMAGES in mv.metadata["artifacts"] \
-        else set()
-    images = ("\n".join(sorted(trained | set(index["sha256"]))) + "\n").encode()
-    artifacts = {TRAINING_IMAGES: images}
+    dropped = ("name", "version", "created_at", "artifacts", "onnx", "metrics", "split", "best_epoch")
+    metrics = {}
+    for key, result, threshold in (("site_before", outcome.before, float(mv.metadata["threshold"])),
+                                   ("site_after", outcome.after, outcome.threshold)):
+        scores = outcome.scores[key.removeprefix("site_")]
+        metrics[key] = {"figures": result["estimate"], "ci95": result["ci"], "patients": result["patients"],
+                        "at_threshold": binary_metrics(y, scores, threshold)}
+    meta = {k: v for k, v in mv.metadata.items() if k not in dropped} | {
+        "kind": "adapt", "threshold": outcome.threshold, "threshold_rule": rule,
+        "packages": package_versions(),
+        "calibration": {"method": "temperature", "temperature": temperature_of(model) or outcome.temperature,
+                        "site_factor": outcome.temperature, "brier": outcome.after["estimate"]["brier"],
+                        "ece": expected_calibration_error(y, outcome.scores["after"]),
+                        "fitted_on": "cross-fitted site predictions"},
+        "metrics": metrics, "lineage": _lineage(mv, outcome, config, rule),
+        "dataset": outcome.site["fingerprint"], "forced": bool(outcome.worse)}
+    trained = set()
+    if TRAINING_IMAGES in mv.metadata["artifacts"]:
+        trained = set(mv.verify(TRAINING_IMAGES).read_text().split())
+    artifacts = {TRAINING_IMAGES: ("\n".join(sorted(trained | set(index["sha256"]))) + "\n").encode()}
     if gate.GATE_FILE in mv.metadata["artifacts"]:
         artifacts[gate.GATE_FILE] = mv.verify(gate.GATE_FILE).read_bytes()
     return registry.save(name, model, meta, artifacts=artifacts)
 
 
-def _figures_record(result: dict) -> dict:
-    return {"figures": result["estimate"], "ci95": result["ci"], "patients": result["patients"],
-            "method": f"{result['method']} bootstrap over patients"}
+def _lineage(mv, outcome: AdaptResult, config: AdaptConfig, rule: str) -> dict:
+    from .registry import MODEL_FILE
+
+    return {"parent": mv.ref, "parent_model_sha256": mv.metadata["artifacts"].get(MODEL_FILE),
+            "parent_dataset": mv.metadata.get("dataset"), "site": outcome.site, "adapt": config.to_dict(),
+            "changed": (f"every layer fine-tuned on {outcome.site['images']} site images ({config.epochs} "
+                        f"epochs, learning rate {config.learning_rate:g}, batch norm "
+                        f"{'frozen' if config.freeze_batch_norm else 'trained'}); temperature refitted on "
+                        f"cross-fitted site predictions (x{outcome.temperature:.3f}); threshold "
+                        f"{outcome.threshold:.4f} ({rule})")}

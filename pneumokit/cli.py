@@ -303,7 +303,8 @@ def _format_check(r: dict) -> str:
     if r["unparsed_patient_ids"]:
         lines.append(f"images without a patient id (each its own group): {r['unparsed_patient_ids']}")
     if r["rows_left_out_unmapped"]:
-        lines.append(f"manifest rows left out (label not mapped, --drop-unmapped): {r['rows_left_out_unmapped']}")
+        lines.append("manifest rows left out (label not mapped, --drop-unmapped): "
+                     f"{r['rows_left_out_unmapped']}")
     d = r["duplicates"]
     lines.append(f"byte-identical duplicates: {d['groups']} group(s), {d['files']} files"
                  f" ({d['groups_across_patients']} span several patients)")
@@ -973,7 +974,8 @@ def _print_adaptation(result) -> None:
     if result.version is None:
         click.echo("not registered: pass --force to register it anyway", err=True)
     else:
-        click.echo(f"registered {result.version.ref} at {result.version.path} (temperature x{result.temperature:.3f}, "
+        click.echo(f"registered {result.version.ref} at {result.version.path} "
+                   f"(temperature x{result.temperature:.3f}, "
                    f"threshold {result.threshold:.4f})")
 
 

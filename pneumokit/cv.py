@@ -294,7 +294,8 @@ def _open(config, data_dir, *, output, resume, final, registry, name, architectu
         if saved.get("planned") and config.ensemble != saved["config"].get("ensemble"):
             raise ResumeError(f"{out} was planned with ensemble={saved['config'].get('ensemble')}: its fold "
                               "jobs keep fold models only with --ensemble given at --plan time")
-        data_dir = data_dir or (Manifest.from_dict(saved["manifest"]) if saved.get("manifest") else saved["data"])
+        if data_dir is None:
+            data_dir = Manifest.from_dict(saved["manifest"]) if saved.get("manifest") else saved["data"]
         if name and saved.get("name") and name != saved["name"]:
             raise ResumeError(f"{out} was started with --name {saved['name']}; resume without --name "
                               "(or with the same one)")
@@ -337,7 +338,8 @@ def _open(config, data_dir, *, output, resume, final, registry, name, architectu
             raise ResumeError(f"{out} already holds a run: pass --resume {out} to continue it, "
                               "or choose another --output")
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / RUN_FILE, {**_run_record(config, result.root, fingerprint, name, result.manifest),
+        record = _run_record(config, result.root, fingerprint, name, result.manifest)
+        write_json_atomic(out / RUN_FILE, {**record,
                                            "planned": planned})
     (out / "folds").mkdir(exist_ok=True)
     _write_folds(out, index[["path", "patient", "label", "fold"]], check=resume is not None)

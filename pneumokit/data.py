@@ -94,7 +94,8 @@ class Scan:
         if fatal or (self.problems and not skip_bad):
             lines = "\n".join(f"  {p.path}: {p.reason}" for p in (fatal or self.problems))
             fix = (
-                ("Fix the manifest." if self.manifest else "Fix the dataset layout (DIR/train/{NORMAL,PNEUMONIA}/*.jpeg).")
+                ("Fix the manifest." if self.manifest
+                 else "Fix the dataset layout (DIR/train/{NORMAL,PNEUMONIA}/*.jpeg).")
                 if fatal
                 else "Remove or replace these files, or pass --skip-bad (skip_bad=True) to leave them out."
             )

@@ -112,7 +112,8 @@ def retempered(model, factor: float):
         head = None
     if not isinstance(head, keras.layers.Rescaling):  # a probability head: wrap it once more
         return calibrated(model, factor, name=model.name)
-    z = keras.layers.Rescaling(float(head.scale) / float(factor), dtype="float32", name="temperature")(head.input)
+    scale = float(head.scale) / float(factor)
+    z = keras.layers.Rescaling(scale, dtype="float32", name="temperature")(head.input)
     out = keras.layers.Activation("sigmoid", dtype="float32", name="calibrated_probability")(z)
     return keras.Model(model.inputs, out, name=model.name)
 

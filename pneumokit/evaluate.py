@@ -73,13 +73,7 @@ def evaluate(ref: str, data_dir=None, *, split: str = "test",
     """
     from .plots import confusion, roc_curves
 
-    for text in require:  # a typo fails now, not after scoring
-        try:
-            parse_requirement(text)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-    if judge_on not in JUDGE_ON:
-        raise ConfigError(f"judge_on {judge_on!r}: choose one of {', '.join(JUDGE_ON)}")
+    _check_criteria(require, judge_on)  # a typo fails now, not after scoring
     registry = registry or Registry()
     if str(split).lower() not in SPLITS:
         raise ConfigError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -131,10 +125,20 @@ def evaluate(ref: str, data_dir=None, *, split: str = "test",
     confusion(report["at_threshold"]["confusion_matrix"], out / "confusion.png", CLASS_NAMES,
               f"{mv.ref} on {split}, threshold {threshold:.3f}")
     reliability_diagram(y, None, prob, out / "reliability.png", f"{mv.ref} on {split}")
-    report["files"] |= {"reliability.png": str(out / "reliability.png"), "report.html": str(out / "report.html")}
+    report["files"] |= {name: str(out / name) for name in ("reliability.png", "report.html")}
     write_json_atomic(out / "metrics.json", report)
     write_html(report, out / "report.html")
     return report
+
+
+def _check_criteria(require, judge_on: str) -> None:
+    for text in require:
+        try:
+            parse_requirement(text)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    if judge_on not in JUDGE_ON:
+        raise ConfigError(f"judge_on {judge_on!r}: choose one of {', '.join(JUDGE_ON)}")
 
 
 def acceptance(meta: dict, y, prob, groups, threshold: float, require, judge_on: str, seed: int) -> dict:

@@ -112,7 +112,8 @@ def _replicates(y, prob, threshold: float, member, counts, jackknife: bool):
         return _figures(w, y, prob, pred, order, starts, ends)
 
     estimate = {k: float(v[0]) for k, v in compute(np.ones((1, len(y)))).items()}
-    boot = _in_chunks(lambda lo, hi: counts[lo:hi][:, member].astype(np.float64), len(counts), len(y), compute)
+    boot = _in_chunks(lambda lo, hi: counts[lo:hi][:, member].astype(np.float64), len(counts), len(y),
+                      compute)
     jack = {}
     if jackknife:
         jack = _in_chunks(lambda lo, hi: (member[None, :] != np.arange(lo, hi)[:, None]).astype(np.float64),
@@ -167,7 +168,8 @@ def intervals(y, prob, groups, threshold: float, *, replicates: int = REPLICATES
             # Every replicate gives the same 0 or 1: the bootstrap has no spread to offer here.
             ci[k] = wilson(estimate[k], float(counts_of[k]), level)
         else:
-            ci[k] = _bca(estimate[k], boot[k], jack[k], level) if method == "bca" else _percentile(boot[k], level)
+            ci[k] = (_bca(estimate[k], boot[k], jack[k], level) if method == "bca"
+                     else _percentile(boot[k], level))
     return {"estimate": estimate, "ci": ci, "method": method, "level": level, "replicates": replicates,
             "patients": patients}
 
@@ -187,7 +189,8 @@ def parse_requirement(text: str) -> tuple[str, str, float]:
                          "\"sensitivity>=0.95\"")
     figure = _ALIASES.get(m.group(1).lower(), m.group(1).lower())
     if figure not in FIGURES:
-        raise ValueError(f"requirement {text!r}: unknown figure {m.group(1)!r}; choose one of {', '.join(FIGURES)}")
+        raise ValueError(f"requirement {text!r}: unknown figure {m.group(1)!r}; choose one of "
+                         f"{', '.join(FIGURES)}")
     return figure, m.group(2), float(m.group(3))
 
 

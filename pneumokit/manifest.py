@@ -51,7 +51,8 @@ class Manifest:
         object.__setattr__(self, "negative", tuple(str(v) for v in self.negative))
         both = {_norm(v) for v in self.positive} & {_norm(v) for v in self.negative}
         if both:
-            raise DatasetError(f"label value(s) {', '.join(sorted(both))} given as both positive and negative")
+            raise DatasetError(f"label value(s) {', '.join(sorted(both))} given as both positive and "
+                               "negative")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "positive": list(self.positive), "negative": list(self.negative)}
@@ -96,7 +97,8 @@ def _read(manifest: Manifest) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
-def _row_problem(row: dict, manifest: Manifest, base: Path, columns: list[str]) -> tuple[dict | None, str | None]:
+def _row_problem(row: dict, manifest: Manifest, base: Path, columns: list[str]
+                 ) -> tuple[dict | None, str | None]:
     """A row's record (file, label, patient, split) or why it is bad; ``(None, None)``: left out."""
     from .files import printable, unreadable
 
@@ -154,7 +156,8 @@ def scan_manifest(manifest: Manifest, splits, workers: int | None = None):
     if not problems and index.empty:
         problems.append(Problem(manifest.path, "no usable rows" + (f" ({dropped} unmapped left out)"
                                                                    if dropped else ""), fatal=True))
-    problems.sort(key=lambda p: int(p.path.rsplit(":", 1)[1]) if p.path.startswith(f"{manifest.path}:") else 0)
+    problems.sort(key=lambda p: int(p.path.rsplit(":", 1)[1]) if p.path.startswith(f"{manifest.path}:")
+                  else 0)
     return Scan(root=Path(manifest.path), index=index, problems=problems, dropped=dropped, manifest=manifest)
 
 

@@ -51,6 +51,11 @@ def _image(path: str) -> str:
     return f'<img alt="{html.escape(Path(path).stem)}" src="data:image/png;base64,{data}">'
 
 
+def _seen(r: dict) -> str:
+    seen = r["images_seen_in_training"]
+    return "" if seen is None else f"{seen} of these images were in the model's training data."
+
+
 def write_html(r: dict, path: Path) -> Path:
     """The page for an ``evaluate`` report ``r`` (its plots must be written already)."""
     e = html.escape
@@ -61,7 +66,7 @@ def write_html(r: dict, path: Path) -> Path:
     body = f"""<h1>{e(r['ref'])} on {e(r['data'])} ({e(r['split'])})</h1>
 <p>{r['images']} images of {r['patients']} patients scored with {e(r['engine'])} at threshold
 {r['threshold']:.4f}. Input gate {e(g['state'])}: {g['flagged']} image(s) out of scope, left out.
-{'' if r['images_seen_in_training'] is None else f"{r['images_seen_in_training']} of these images were in the model's training data."}</p>
+{_seen(r)}</p>
 <h2>Acceptance</h2>{_criteria(r)}
 <h2>Figures</h2>{_figures_table(r)}
 <p>95% confidence intervals: {e(r['ci_method']['method'])}, {r['ci_method']['replicates']} replicates

@@ -33,7 +33,8 @@ def test_resampling_patients_widens_for_clustered_images():
     as for one image each, not sqrt(10) narrower."""
     y, prob, _ = _set(n=100, patients=100, seed=1)
     one = intervals(y, prob, np.arange(100), 0.5)["ci"]["accuracy"]
-    rep = intervals(np.repeat(y, 10), np.repeat(prob, 10), np.repeat(np.arange(100), 10), 0.5)["ci"]["accuracy"]
+    groups = np.repeat(np.arange(100), 10)
+    rep = intervals(np.repeat(y, 10), np.repeat(prob, 10), groups, 0.5)["ci"]["accuracy"]
     naive = intervals(np.repeat(y, 10), np.repeat(prob, 10), np.arange(1000), 0.5)["ci"]["accuracy"]
     assert abs((rep[1] - rep[0]) - (one[1] - one[0])) < 0.02
     assert (naive[1] - naive[0]) < 0.5 * (rep[1] - rep[0])
