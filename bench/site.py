@@ -99,7 +99,8 @@ def sites(args, pool, pre, model):
     images[COMPOSITE] = np.stack([pre.load(composite(p)) for p in paths])
     lab = pool["half"].to_numpy() == "labelled"
     y = pool["label"].to_numpy()
-    auc = {name: binary_metrics(y[lab], probabilities(model, pre, x[lab]))["auc"] for name, x in images.items()}
+    auc = {name: binary_metrics(y[lab], probabilities(model, pre, x[lab]))["auc"]
+           for name, x in images.items()}
     worst = sorted((s for s in auc if s not in ("none", COMPOSITE)), key=auc.get)[:args.sites] + [COMPOSITE]
     print(json.dumps({"base_auc_on_labelled_half": auc, "sites": ["none", *worst]}), flush=True)
     return {name: images[name] for name in ["none", *worst]}
@@ -186,7 +187,8 @@ def part_methods(args, pool, site_images, model, pre, mv, index, held) -> list[d
             for seed in range(args.repeats):
                 rows = draw_labelled(pool, n, args.seed + 1000 * seed + n)
                 src = source_index.sample(len(rows), random_state=seed).reset_index(drop=True)
-                source = (np.stack([pre.load(Path(p).read_bytes()) for p in src["path"]]), src["label"].to_numpy())
+                source = (np.stack([pre.load(Path(p).read_bytes()) for p in src["path"]]),
+                          src["label"].to_numpy())
                 for method in ["none", *args.methods]:
                     if method == "none" and (n != args.n[0] or seed):
                         continue
@@ -198,7 +200,8 @@ def part_methods(args, pool, site_images, model, pre, mv, index, held) -> list[d
                     gate = score_vectors(vectors(net, images[scored], pre), arrays)
                     results.append({"site": site, "n": 0 if method == "none" else len(rows), "seed": seed,
                                     "method": method, "auc": ci["estimate"]["auc"], "auc_ci": ci["ci"]["auc"],
-                                    "brier": ci["estimate"]["brier"], "gate_flagged": float(np.mean(gate > 1)),
+                                    "brier": ci["estimate"]["brier"],
+                                    "gate_flagged": float(np.mean(gate > 1)),
                                     "seconds": round(time.perf_counter() - started, 1)})
                     print(json.dumps(results[-1]), flush=True)
     return results
@@ -246,15 +249,17 @@ def part_adapt(args, pool, site_images, registry, mv) -> list[dict]:
             for n in args.n:
                 rows = draw_labelled(pool, n, args.seed + n)
                 labelled = write_site(pool, rows, site, Path(tmp) / site / f"labelled{n}")
-                base_lab = evaluate(mv.ref, labelled, registry=registry, output=Path(tmp) / "evl" / f"{site}{n}",
-                                    gate=False)
+                base_lab = evaluate(mv.ref, labelled, registry=registry, gate=False,
+                                    output=Path(tmp) / "evl" / f"{site}{n}")
                 started = time.perf_counter()
-                out = adapt(mv.ref, labelled, registry=registry, name=f"site-{len(results)}", force=True,
-                            echo=lambda line: None)
+                config = AdaptConfig(**json.loads(args.adapt_config))
+                out = adapt(mv.ref, labelled, config=config, registry=registry, name=f"site-{len(results)}",
+                            force=True, echo=lambda line: None)
                 minutes = (time.perf_counter() - started) / 60
                 after = evaluate(out.version.ref, scored, registry=registry,
                                  output=Path(tmp) / "eva" / f"{site}{n}", gate=False)
                 record = {"site": site, "n": len(rows), "minutes": round(minutes, 2),
+                          "config": args.adapt_config,
                           "would_register": not out.worse, "cross_fitted": {
                               "before": out.before["estimate"], "after": out.after["estimate"]},
                           "scored_before": _figures(base), "scored_after": _figures(after),
@@ -276,12 +281,15 @@ def main():
     parser.add_argument("--part", choices=("coverage", "methods", "adapt"), default="coverage")
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sites", type=int, default=1, help="worst single shifts used as stand-in sites, besides the pool as it is and the composite")
+    parser.add_argument("--sites", type=int, default=1,
+                        help="worst single shifts as stand-in sites, besides the pool and the composite")
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--patients", type=int, default=150)
     parser.add_argument("--n", type=int, nargs="+", default=[25, 50, 100, 200])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=["bn", "ft", "ft_bn", "ft_mix"])
+    parser.add_argument("--adapt-config", default="{}", help="--part adapt: AdaptConfig settings as JSON")
+    parser.add_argument("--only-sites", nargs="*", default=None, help="only these stand-in sites")
     args = parser.parse_args()
 
     index = scan(args.data, splits=CV_SPLITS).require_usable()
@@ -292,6 +300,8 @@ def main():
     model = registry.load_model(mv.ref)
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
     site_images = sites(args, pool, pre, model)
+    if args.only_sites:
+        site_images = {k: v for k, v in site_images.items() if k in args.only_sites}
     if args.part == "coverage":
         out = part_coverage(args, pool, site_images, model, pre, mv)
         worst = {m: min(min(s["coverage"][m]["auc"], s["coverage"][m]["accuracy"]) for s in out.values())
@@ -299,7 +309,8 @@ def main():
         print(json.dumps({"worst_coverage_auc_accuracy": worst, "ratio": worst["bca"] / worst["percentile"]}))
     elif args.part == "adapt":
         results = part_adapt(args, pool, site_images, registry, mv)
-        Path(args.registry).parent.joinpath("site-adapt.json").write_text(json.dumps(results, indent=1))
+        with open(Path(args.registry).parent / "site-adapt.jsonl", "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in results)
         gain = [r["scored_after"]["auc"] - r["scored_before"]["auc"] for r in results]
         print(json.dumps({"mean_auc_gain_scored_half": float(np.mean(gain)), "ratio": float(np.mean(gain))}))
     elif args.part == "methods":

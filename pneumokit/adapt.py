@@ -22,7 +22,8 @@ from .config import AdaptConfig
 from .data import class_weights
 from .ensemble import retempered
 from .errors import DatasetError
-from .fitting import compile_model
+from .fitting import compile_model, refresh_batch_norm
+from .manifest import Manifest, header, is_manifest
 from .pipeline import build_augmentations, make_dataset
 from .provenance import dataset_fingerprint
 
@@ -44,6 +45,8 @@ def fine_tune(model, pre, images: np.ndarray, labels, config: AdaptConfig, catal
                       batch_size=config.batch_size, training=True, seed=config.seed, images=images,
                       augmentations=build_augmentations(augment, catalog, seed=config.seed))
     tuned.fit(ds, epochs=config.epochs, class_weight=class_weights(labels), verbose=0, shuffle=False)
+    if config.bn_refresh and not config.freeze_batch_norm:  # as training does: statistics of the images
+        refresh_batch_norm(tuned, images, pre, config.batch_size)  # as inference sees them
     return tuned
 
 
@@ -52,6 +55,13 @@ def probabilities(model, pre, images: np.ndarray, batch_size: int = 64) -> np.nd
     out = [np.asarray(model(pre.normalize(images[i:i + batch_size].astype(np.float32)), training=False))
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.float64).ravel() if out else np.zeros(0)
+
+# Why ``adapt`` needs labels (docs/site.md, bench/site.py).
+UNLABELLED = ("adapt needs labelled images (both classes): without labels nothing can show that a "
+              "change helped at your site. Re-estimating batch-norm statistics on unlabelled images gained "
+              "+0.000-0.010 AUC on stand-in sites and nothing on a real external one; fine-tuning on 25 "
+              "labelled images gained +0.021 where that gained +0.010. Label a few dozen patients "
+              "(docs/site.md)")
 
 
 @dataclass
@@ -68,12 +78,14 @@ class AdaptResult:
     temperature: float
     threshold: float
     scores: dict = None  # {"before": ..., "after": ...}: the site images' probabilities
+    shift: float = 0.0  # added to the calibrated logit (Platt recalibration)
 
     def to_dict(self) -> dict:
         registered = self.version is not None
         return {"ref": self.version.ref if registered else None, "registered": registered,
                 "parent": self.parent, "site": self.site, "before": self.before, "after": self.after,
                 "auc_difference": self.auc_difference, "worse": self.worse, "temperature": self.temperature,
+                "shift": self.shift,
                 "threshold": self.threshold}
 
 
@@ -83,12 +95,27 @@ def _site(data, config: AdaptConfig, pre):
     from .data import scan
     from .decoding import decode_all
 
+    if is_manifest(data):
+        manifest = data if isinstance(data, Manifest) else Manifest(str(data))
+        if manifest.label_column not in header(manifest):
+            raise DatasetError(f"{manifest.path}: no {manifest.label_column!r} column. {UNLABELLED}")
     result = scan(data, splits=CV_SPLITS)
     index = result.require_usable(skip_bad=config.skip_bad)
     if index["label"].nunique() < 2:
         raise DatasetError(f"{result.root}: adapting needs labelled images of both classes; found only "
                            f"{index['class_name'].iloc[0] if len(index) else 'none'}")
     return result, index, decode_all(index["path"].tolist(), pre)
+
+
+def recalibrate(y, prob, method: str) -> tuple[float, float]:
+    """``(factor, shift)``: the site's calibrated logit is ``logit(prob) / factor + shift``. The
+    temperature keeps where 0.5 lies; Platt scaling moves it too."""
+    from .calibration import fit_platt, fit_temperature
+
+    if method == "platt":
+        a, b = fit_platt(y, prob)
+        return 1.0 / a, b
+    return fit_temperature(y, prob), 0.0
 
 
 def cross_fit(model, pre, images, index, config: AdaptConfig, catalog, augment: str, echo) -> np.ndarray:
@@ -120,7 +147,7 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
     when it is not worse there in AUC or accuracy, unless ``force``; its metadata records the
     lineage (parent, the site data's fingerprint, what changed).
     """
-    from .calibration import apply_temperature, fit_temperature
+    from .calibration import apply_temperature, logit
     from .intervals import intervals
     from .metrics import choose_threshold
     from .plugins import get_catalog
@@ -139,8 +166,8 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
     y, groups = index["label"].to_numpy(), index["patient"].to_numpy()
     before = probabilities(model, pre, images)
     oof = cross_fit(model, pre, images, index, config, get_catalog(), augment, echo)
-    factor = fit_temperature(y, oof)
-    after = apply_temperature(oof, factor)
+    factor, shift = recalibrate(y, oof, config.recalibration)
+    after = apply_temperature(oof, factor) if not shift else 1 / (1 + np.exp(-(logit(oof) / factor + shift)))
     parent_config = mv.metadata["config"]
     threshold, rule = choose_threshold(y, after, parent_config.get("threshold_rule", "calibrated"),
                                        parent_config.get("target_sensitivity"))
@@ -150,12 +177,14 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
             "fingerprint": dataset_fingerprint(index, result.root)}
     change = auc_difference(y, before, after, groups, config.seed)
     outcome = AdaptResult(None, mv.ref, site, ci_before, ci_after, change,
-                          _worse(ci_before, ci_after), factor, threshold, {"before": before, "after": after})
+                          _worse(ci_before, ci_after), factor, threshold, {"before": before, "after": after},
+                          shift)
     if outcome.worse and not force:
         return outcome
     echo(f"fine-tuning on all {len(index)} site images")
     tuned = fine_tune(model, pre, images, y, config, get_catalog(), augment)
-    outcome.version = _register(registry, name, mv, retempered(tuned, factor), outcome, index, config, rule)
+    outcome.version = _register(registry, name, mv, retempered(tuned, factor, shift), outcome, index, config,
+                                rule)
     return outcome
 
 
@@ -185,8 +214,10 @@ def _register(registry, name: str, mv, model, outcome: AdaptResult, index, confi
     meta = {k: v for k, v in mv.metadata.items() if k not in dropped} | {
         "kind": "adapt", "threshold": outcome.threshold, "threshold_rule": rule,
         "packages": package_versions(),
-        "calibration": {"method": "temperature", "temperature": temperature_of(model) or outcome.temperature,
-                        "site_factor": outcome.temperature, "brier": outcome.after["estimate"]["brier"],
+        "calibration": {"method": config.recalibration,
+                        "temperature": temperature_of(model) or outcome.temperature,
+                        "site_factor": outcome.temperature, "site_shift": outcome.shift,
+                        "brier": outcome.after["estimate"]["brier"],
                         "ece": expected_calibration_error(y, outcome.scores["after"]),
                         "fitted_on": "cross-fitted site predictions"},
         "metrics": metrics, "lineage": _lineage(mv, outcome, config, rule),

@@ -54,6 +54,33 @@ def fit_temperature(labels, prob) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))
 
 
+def fit_platt(labels, prob) -> tuple[float, float]:
+    """``(a, b)`` of Platt scaling, ``sigmoid(a * logit(prob) + b)``, fitted as ``fit_temperature``
+    (class-balanced, smoothed targets): the temperature and also where the balanced 0.5 decision
+    lies. For a population whose scores moved (a new site), not only spread."""
+    from scipy.optimize import minimize
+
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    z = logit(prob).ravel()
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    if not n_pos or not n_neg:
+        return 1.0, 0.0
+    target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    weight = np.where(y == 1, 0.5 / n_pos, 0.5 / n_neg)
+
+    def nll(params):
+        s = params[0] * z + params[1]
+        return float(np.sum(weight * (np.logaddexp(0.0, s) - target * s)))
+
+    a, b = minimize(nll, np.array([1.0, 0.0]), method="L-BFGS-B",
+                    bounds=[(1 / T_RANGE[1], 1 / T_RANGE[0]), (-20.0, 20.0)]).x
+    return float(a), float(b)
+
+
+def apply_platt(prob, a: float, b: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(a * logit(prob) + b)))
+
+
 def brier_score(labels, prob) -> float:
     """Mean squared difference between probability and outcome (0 is perfect)."""
     y = np.asarray(labels, dtype=np.float64).ravel()

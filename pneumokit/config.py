@@ -182,6 +182,7 @@ ADAPT_EPOCHS = 5
 ADAPT_LEARNING_RATE = 1e-4
 ADAPT_BATCH_SIZE = 16
 ADAPT_FOLDS = 5  # cross-fitting: each site patient is scored by a model not tuned on them
+RECALIBRATIONS = ("temperature", "platt")
 
 
 @dataclass(frozen=True)
@@ -195,12 +196,16 @@ class AdaptConfig:
     # False: batch-norm statistics follow the site's images too (bench/site.py: on a shifted stand-in
     # site +0.021-0.030 AUC against +0.009-0.022 with them frozen; nothing lost on an unshifted one)
     freeze_batch_norm: bool = False
+    bn_refresh: bool = True  # re-estimate batch-norm statistics on the unaugmented site images after
+    recalibration: str = "temperature"  # or "platt": also moves where the 0.5 decision lies
     augment: str | None = None
     seed: int = DEFAULT_SEED
     skip_bad: bool = False
 
     def __post_init__(self):
         _as_python(self)
+        _check(self.recalibration in RECALIBRATIONS,
+               f"recalibration {self.recalibration!r}: choose one of {', '.join(RECALIBRATIONS)}")
         _check(is_number(self.learning_rate) and 0 < self.learning_rate <= 1,
                f"learning_rate must be a number in (0, 1], got {self.learning_rate!r}")
         for key, low, high in (("epochs", 1, 1000), ("batch_size", 1, 4096), ("folds", 2, 20)):

@@ -101,9 +101,10 @@ def calibrated(models, temperature: float = 1.0, name: str | None = None):
     return keras.Model(inputs, out, name=name or (models[0].name if len(models) == 1 else "ensemble"))
 
 
-def retempered(model, factor: float):
-    """``model`` (a ``calibrated`` one) with its temperature multiplied by ``factor``: the output
-    becomes ``sigmoid(z / (T * factor))``. The weights are shared, not copied."""
+def retempered(model, factor: float, shift: float = 0.0):
+    """``model`` (a ``calibrated`` one) with its calibrated logit ``u`` replaced by ``u / factor +
+    shift``: the temperature multiplied by ``factor`` and (Platt) the logit moved by ``shift``.
+    The weights are shared, not copied."""
     if not factor > 0:
         raise ValueError(f"temperature factor must be > 0, got {factor!r}")
     try:
@@ -111,9 +112,12 @@ def retempered(model, factor: float):
     except ValueError:
         head = None
     if not isinstance(head, keras.layers.Rescaling):  # a probability head: wrap it once more
+        if shift:
+            raise ValueError("moving the logit needs a model with pneumokit's stock calibrated head")
         return calibrated(model, factor, name=model.name)
     scale = float(head.scale) / float(factor)
-    z = keras.layers.Rescaling(scale, dtype="float32", name="temperature")(head.input)
+    offset = float(head.offset) / float(factor) + float(shift)
+    z = keras.layers.Rescaling(scale, offset, dtype="float32", name="temperature")(head.input)
     out = keras.layers.Activation("sigmoid", dtype="float32", name="calibrated_probability")(z)
     return keras.Model(model.inputs, out, name=model.name)
 

@@ -77,6 +77,16 @@ def _norm(value: str) -> str:
     return str(int(f)) if f.is_integer() else v
 
 
+def header(manifest: Manifest) -> list[str]:
+    """The manifest's column names."""
+    try:
+        with open(manifest.path, newline="", encoding="utf-8-sig") as f:
+            return [c.strip() for c in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{manifest.path}: not a readable CSV manifest ({exc}); save it as UTF-8 "
+                           "CSV") from None
+
+
 def _read(manifest: Manifest) -> tuple[list[str], list[dict]]:
     path = Path(manifest.path)
     if path.stat().st_size > MAX_MANIFEST_BYTES:

@@ -14,8 +14,8 @@ from PIL import Image
 from pneumokit.cli import main
 from pneumokit.registry import Registry
 
-TINY = ["--epochs", "2", "--image-size", "32", "--batch-size", "8", "--augment", "crop", "--val-fraction", "0.25",
-        "--quiet"]
+TINY = ["--epochs", "2", "--image-size", "32", "--batch-size", "8", "--augment", "crop",
+        "--val-fraction", "0.25", "--quiet"]
 
 
 def site_manifest(folder, n=40, seed=0, patients_per=2):
@@ -59,8 +59,8 @@ def site(tmp_path_factory):
 def test_train_and_cv_read_a_manifest(site, tmp_path):
     mv = Registry(site["registry"]).get("base:1")
     assert mv.metadata["dataset"]["files"] == 48 and mv.metadata["dataset"]["root"] == str(site["train_csv"])
-    out = run("cv", "--data", site["train_csv"], *COLUMNS, "--folds", "2", "--no-final", "--output", tmp_path / "cv",
-              "--registry", site["registry"], *TINY)
+    out = run("cv", "--data", site["train_csv"], *COLUMNS, "--folds", "2", "--no-final",
+              "--output", tmp_path / "cv", "--registry", site["registry"], *TINY)
     assert out.exit_code == 0, out.output
     run_record = json.loads((tmp_path / "cv/run.json").read_text())
     assert run_record["manifest"]["path_column"] == "file"  # a resumed run reads it the same way
@@ -69,7 +69,8 @@ def test_train_and_cv_read_a_manifest(site, tmp_path):
 
 def test_evaluate_is_an_acceptance_test(site, tmp_path):
     out = run("evaluate", "base", "--data", site["site_csv"], *COLUMNS, "--registry", site["registry"],
-              "--output", tmp_path / "ev", "--require", "auc>=0.01", "--require", "specificity>=0.0", "--json")
+              "--output", tmp_path / "ev", "--require", "auc>=0.01", "--require", "specificity>=0.0",
+              "--json")
     assert out.exit_code == 0, out.output
     report = json.loads(out.stdout)
     assert report["split"] == "all" and report["images"] == 40 and report["patients"] == 20
@@ -113,14 +114,15 @@ def test_adapt_registers_a_version_with_lineage_that_exports(site, tmp_path):
     assert lineage["parent"] == "base:1" and lineage["site"]["fingerprint"]["files"] == 40
     assert mv.metadata["kind"] == "adapt" and "fine-tuned on 40 site images" in lineage["changed"]
     parent_t = registry.get("base:1").metadata["calibration"]["temperature"]
-    assert mv.metadata["calibration"]["temperature"] == pytest.approx(parent_t * result["temperature"], rel=1e-5)
+    temperature = mv.metadata["calibration"]["temperature"]
+    assert temperature == pytest.approx(parent_t * result["temperature"], rel=1e-5)
     shown = run("registry", "show", result["ref"], "--registry", site["registry"])
     assert "adapted from: base:1 on 40 images of 20 patients" in shown.output
     exported = run("export", result["ref"], "--registry", site["registry"], "--json")
     assert exported.exit_code == 0, exported.output
     assert json.loads(exported.stdout)["parity"]["max_abs_diff"] <= 1e-4
-    seen = run("evaluate", result["ref"], "--data", site["site_csv"], *COLUMNS, "--registry", site["registry"],
-               "--output", tmp_path / "ev")
+    seen = run("evaluate", result["ref"], "--data", site["site_csv"], *COLUMNS,
+               "--registry", site["registry"], "--output", tmp_path / "ev")
     assert "40 of these 40 images were in this model's training data" in seen.output
 
 
@@ -128,7 +130,8 @@ def test_adapt_refuses_a_worse_model_without_force(site, monkeypatch):
     import pneumokit.adapt as adapt_module
 
     real = adapt_module.probabilities
-    monkeypatch.setattr(adapt_module, "cross_fit", lambda model, pre, images, *a, **k: 1 - real(model, pre, images))
+    monkeypatch.setattr(adapt_module, "cross_fit",
+                        lambda model, pre, images, *a, **k: 1 - real(model, pre, images))
     before = len(Registry(site["registry"]).versions("base"))
     out = run("adapt", "base:1", "--data", site["site_csv"], *COLUMNS, "--registry", site["registry"],
               "--folds", "2", "--epochs", "1")
@@ -144,3 +147,12 @@ def test_adapt_needs_both_classes(site, tmp_path):
     one.write_text("\n".join([lines[0], *normal]) + "\n")
     out = run("adapt", "base:1", "--data", one, *COLUMNS, "--registry", site["registry"], "--folds", "2")
     assert out.exit_code == 1 and "both classes" in out.output and len(out.output.splitlines()) == 1
+
+
+def test_adapt_without_labels_says_why(site, tmp_path):
+    lines = site["site_csv"].read_text().splitlines()
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("\n".join(["file"] + [f"{site['site_csv'].parent}/{ln.split(',')[0]}"
+                                                for ln in lines[1:]]) + "\n")
+    out = run("adapt", "base:1", "--data", unlabelled, "--path-column", "file", "--registry", site["registry"])
+    assert out.exit_code == 1 and "no 'label' column" in out.output and "adapt needs labelled images" in out.output
