@@ -258,6 +258,7 @@ def part_adapt(args, pool, site_images, registry, mv) -> list[dict]:
                 minutes = (time.perf_counter() - started) / 60
                 after = evaluate(out.version.ref, scored, registry=registry,
                                  output=Path(tmp) / "eva" / f"{site}{n}", gate=False)
+                registry.delete_all(out.version.name)  # the bench's registry keeps the base model only
                 record = {"site": site, "n": len(rows), "minutes": round(minutes, 2),
                           "config": args.adapt_config,
                           "would_register": not out.worse, "cross_fitted": {

@@ -4,8 +4,10 @@ The method, chosen with ``bench/site.py`` (docs/performance.md): every layer,
 batch-norm statistics included, fine-tuned for a few epochs at a small
 learning rate with the parent's augmentation and class-balanced weights, on
 the site's images alone (mixing in source images halved the gain and was not
-needed to keep what the model knew); then the temperature refitted on site
-patients. What the adapted model is worth is measured by
+needed to keep what the model knew); batch-norm statistics re-estimated on the
+unaugmented site images; then Platt scaling (temperature and shift, class-
+balanced) refitted on the site patients' cross-fitted predictions, so the 0.5
+decision is the balanced one at the site. What the adapted model is worth is measured by
 cross-fitting: the site's patients are split into folds, and each fold is
 scored by a model tuned on the other folds only, so every site patient gets a
 "before" (the parent) and an "after" it did not help tune. The version that
@@ -73,8 +75,8 @@ class AdaptResult:
     site: dict  # images, patients, the data's fingerprint
     before: dict  # ``intervals`` of the parent on the site patients
     after: dict  # of the adapted model, each patient scored by a model not tuned on them
-    auc_difference: dict  # after - before, with its paired 95% interval
-    worse: list[str]  # figures on which the adapted model is worse
+    differences: dict  # {"auc": ..., "accuracy": ...}: after - before, with paired 95% intervals
+    worse: list[str]  # figures on which the adapted model is worse (see ``worse_on``)
     temperature: float
     threshold: float
     scores: dict = None  # {"before": ..., "after": ...}: the site images' probabilities
@@ -84,7 +86,7 @@ class AdaptResult:
         registered = self.version is not None
         return {"ref": self.version.ref if registered else None, "registered": registered,
                 "parent": self.parent, "site": self.site, "before": self.before, "after": self.after,
-                "auc_difference": self.auc_difference, "worse": self.worse, "temperature": self.temperature,
+                "differences": self.differences, "worse": self.worse, "temperature": self.temperature,
                 "shift": self.shift,
                 "threshold": self.threshold}
 
@@ -134,8 +136,13 @@ def cross_fit(model, pre, images, index, config: AdaptConfig, catalog, augment: 
     return out
 
 
-def _worse(before: dict, after: dict) -> list[str]:
-    return [k for k in ("auc", "accuracy") if after["estimate"][k] < before["estimate"][k]]
+def worse_on(differences: dict) -> list[str]:
+    """The figures on which the adapted model is worse: those whose paired 95% interval of
+    after - before lies below 0, or, when none does, all of them if every one is lower."""
+    clearly = [k for k, d in differences.items() if d["ci"] is not None and d["ci"][1] < 0]
+    if clearly:
+        return clearly
+    return list(differences) if all(d["estimate"] < 0 for d in differences.values()) else []
 
 
 def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=None, name: str | None = None,
@@ -144,8 +151,9 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
 
     The before/after figures are on the site's patients, cross-fitted (``config.folds``): each
     patient is scored by a model tuned without them. The adapted version is registered only
-    when it is not worse there in AUC or accuracy, unless ``force``; its metadata records the
-    lineage (parent, the site data's fingerprint, what changed).
+    when it is not worse there (``worse_on``: AUC or accuracy clearly lower, or both lower),
+    unless ``force``; its metadata records the lineage (parent, the site data's fingerprint,
+    what changed).
     """
     from .calibration import apply_temperature, logit
     from .intervals import intervals
@@ -175,9 +183,9 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
     ci_after = intervals(y, after, groups, threshold, seed=config.seed)
     site = {"data": str(result.root), "images": len(index), "patients": int(index["patient"].nunique()),
             "fingerprint": dataset_fingerprint(index, result.root)}
-    change = auc_difference(y, before, after, groups, config.seed)
+    change = differences(y, before, after, groups, (float(mv.metadata["threshold"]), threshold), config.seed)
     outcome = AdaptResult(None, mv.ref, site, ci_before, ci_after, change,
-                          _worse(ci_before, ci_after), factor, threshold, {"before": before, "after": after},
+                          worse_on(change), factor, threshold, {"before": before, "after": after},
                           shift)
     if outcome.worse and not force:
         return outcome
@@ -188,10 +196,12 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
     return outcome
 
 
-def auc_difference(y, before, after, groups, seed: int) -> dict:
+def differences(y, before, after, groups, thresholds, seed: int) -> dict:
+    """AUC and accuracy after - before on the same patients, with paired 95% intervals."""
     from .intervals import difference
 
-    return difference(y, before, after, groups, "auc", seed=seed)
+    return {k: difference(y, before, after, groups, k, thresholds=thresholds, seed=seed)
+            for k in ("auc", "accuracy")}
 
 
 def _register(registry, name: str, mv, model, outcome: AdaptResult, index, config: AdaptConfig, rule: str):
@@ -238,6 +248,7 @@ def _lineage(mv, outcome: AdaptResult, config: AdaptConfig, rule: str) -> dict:
             "parent_dataset": mv.metadata.get("dataset"), "site": outcome.site, "adapt": config.to_dict(),
             "changed": (f"every layer fine-tuned on {outcome.site['images']} site images ({config.epochs} "
                         f"epochs, learning rate {config.learning_rate:g}, batch norm "
-                        f"{'frozen' if config.freeze_batch_norm else 'trained'}); temperature refitted on "
-                        f"cross-fitted site predictions (x{outcome.temperature:.3f}); threshold "
-                        f"{outcome.threshold:.4f} ({rule})")}
+                        f"{'frozen' if config.freeze_batch_norm else 'trained'}); recalibrated "
+                        f"({config.recalibration}) on cross-fitted site predictions: logit / "
+                        f"{outcome.temperature:.3f} {outcome.shift:+.3f}; threshold {outcome.threshold:.4f} "
+                        f"({rule})")}

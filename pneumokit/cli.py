@@ -935,8 +935,8 @@ def adapt_command(ref, data_dir, epochs, learning_rate, batch_size, folds, seed,
     """Fine-tune REF on a site's labelled images and register the adapted version (docs/site.md).
 
     The before/after figures are on the site's own patients, cross-fitted: each is scored by a
-    model tuned without them. An adapted model worse there (AUC or accuracy) is not registered
-    without --force; exit 1 then."""
+    model tuned without them. An adapted model worse there (AUC or accuracy clearly lower, or
+    both lower) is not registered without --force; exit 1 then."""
     from .adapt import adapt
     from .config import AdaptConfig
     from .registry import Registry
@@ -965,17 +965,17 @@ def _print_adaptation(result) -> None:
     rows = [{"figure": k, "before": cell(result.before, k), "after": cell(result.after, k)}
             for k in ("auc", "accuracy", "sensitivity", "specificity", "brier")]
     click.echo(_table(rows, ["figure", "before", "after"]))
-    d = result.auc_difference
-    click.echo(f"AUC after - before: {d['estimate']:+.4f}" + ("" if d["ci"] is None else
-               f" (95% CI {d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"))
+    for k, d in result.differences.items():
+        click.echo(f"{k} after - before: {d['estimate']:+.4f}" + ("" if d["ci"] is None else
+                   f" (paired 95% CI {d['ci'][0]:+.4f} to {d['ci'][1]:+.4f})"))
     if result.worse:
-        click.echo(f"the adapted model is worse on this site's patients in {', '.join(result.worse)}"
+        click.echo(f"the adapted model is worse on this site's patients in {' and '.join(result.worse)}"
                    + ("" if result.version is None else "; registered anyway (--force)"), err=True)
     if result.version is None:
         click.echo("not registered: pass --force to register it anyway", err=True)
     else:
         click.echo(f"registered {result.version.ref} at {result.version.path} "
-                   f"(temperature x{result.temperature:.3f}, "
+                   f"(recalibrated on the site: logit / {result.temperature:.3f} {result.shift:+.3f}; "
                    f"threshold {result.threshold:.4f})")
 
 
@@ -1015,12 +1015,14 @@ def _print_evaluation(report: dict) -> None:
 
 def _acceptance_table(report: dict) -> str:
     """Each figure at the stored threshold with its 95% interval, beside the model's own estimate."""
+    from .intervals import FIGURES
+
     est = report["model_estimate"] or {}
     def num(v):
         return "" if v is None or v != v else f"{v:.4f}"
     rows = [{"figure": k, "site": num(v), "95% ci": "" if report["ci95"][k] is None else
              f"{report['ci95'][k][0]:.4f}-{report['ci95'][k][1]:.4f}", "model's estimate": num(est.get(k))}
-            for k, v in report["figures"].items()]
+            for k, v in ((k, report["figures"][k]) for k in FIGURES)]
     note = (f"{report['patients']} patients; 95% CI: {report['ci_method']['method']}; model's estimate: "
             f"{est.get('source', 'not recorded')}")
     return _table(rows, ["figure", "site", "95% ci", "model's estimate"]) + "\n" + note

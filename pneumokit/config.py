@@ -196,8 +196,11 @@ class AdaptConfig:
     # False: batch-norm statistics follow the site's images too (bench/site.py: on a shifted stand-in
     # site +0.021-0.030 AUC against +0.009-0.022 with them frozen; nothing lost on an unshifted one)
     freeze_batch_norm: bool = False
-    bn_refresh: bool = True  # re-estimate batch-norm statistics on the unaugmented site images after
-    recalibration: str = "temperature"  # or "platt": also moves where the 0.5 decision lies
+    # After fine-tuning, re-estimate batch-norm statistics on the unaugmented site images (as training
+    # does), and recalibrate by Platt scaling, which also moves where the 0.5 decision lies. On a shifted
+    # stand-in site (524 images): accuracy 0.849 -> 0.868 without both, 0.918 with (bench/site.py).
+    bn_refresh: bool = True
+    recalibration: str = "platt"  # or "temperature": the spread only, 0.5 stays where it was
     augment: str | None = None
     seed: int = DEFAULT_SEED
     skip_bad: bool = False

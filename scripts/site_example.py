@@ -4,7 +4,7 @@ export would come.
 The images are the shared X-rays of the patients ``bench/site.py`` holds out (a patient-grouped
 20%, seed 7: its base model never trained on them), written as DICOM (DX, PA, CHEST) with the
 patient's id in the header, under anonymous file names. ``labels.csv`` has the columns a PACS
-export might: ``Image`` (the file), ``Finding`` (``Pneumonia`` or ``No finding``), ``MRN`` (the
+export might: ``Image`` (the file), ``Finding`` (``Pneumonia`` or ``Normal``), ``MRN`` (the
 patient), and ``split``: ``train`` for a patient-grouped half (for ``adapt``) and ``test`` for the
 other (for ``evaluate --split test``).
 
@@ -38,7 +38,7 @@ def main(out: Path, data: Path = ROOT.parent / "shared/data/chest_xray", seed: i
         name = f"dicom/{i:05d}.dcm"
         (out / name).write_bytes(dicom_bytes(gray(r["path"]), ViewPosition="PA", BodyPartExamined="CHEST",
                                              PatientID=mrn))
-        finding = "Pneumonia" if r["label"] == 1 else "No finding"
+        finding = "Pneumonia" if r["label"] == 1 else "Normal"
         rows.append(f"{name},{finding},{mrn},{('train', 'test')[half[i]]}")
     (out / "labels.csv").write_text("\n".join(rows) + "\n")
     counts = np.bincount(half)

@@ -106,8 +106,9 @@ def test_adapt_registers_a_version_with_lineage_that_exports(site, tmp_path):
     assert result["registered"] and result["parent"] == "base:1" and result["site"]["patients"] == 20
     for when in ("before", "after"):
         assert set(result[when]["ci"]) >= {"auc", "accuracy", "sensitivity", "specificity"}
-    assert result["auc_difference"]["estimate"] == pytest.approx(
-        result["after"]["estimate"]["auc"] - result["before"]["estimate"]["auc"])
+    for k in ("auc", "accuracy"):
+        assert result["differences"][k]["estimate"] == pytest.approx(
+            result["after"]["estimate"][k] - result["before"]["estimate"][k])
     registry = Registry(site["registry"])
     mv = registry.get(result["ref"])
     lineage = mv.metadata["lineage"]
@@ -154,5 +155,21 @@ def test_adapt_without_labels_says_why(site, tmp_path):
     unlabelled = tmp_path / "unlabelled.csv"
     unlabelled.write_text("\n".join(["file"] + [f"{site['site_csv'].parent}/{ln.split(',')[0]}"
                                                 for ln in lines[1:]]) + "\n")
-    out = run("adapt", "base:1", "--data", unlabelled, "--path-column", "file", "--registry", site["registry"])
-    assert out.exit_code == 1 and "no 'label' column" in out.output and "adapt needs labelled images" in out.output
+    out = run("adapt", "base:1", "--data", unlabelled, "--path-column", "file",
+              "--registry", site["registry"])
+    assert out.exit_code == 1 and "no 'label' column" in out.output
+    assert "adapt needs labelled images" in out.output
+
+
+@pytest.mark.parametrize("auc, accuracy, expected", [
+    ((-0.0004, [-0.0023, 0.0008]), (0.017, [0.005, 0.03]), []),  # noise in one, a gain in the other
+    ((-0.001, [-0.003, 0.001]), (-0.01, [-0.03, 0.01]), ["auc", "accuracy"]),  # lower in both
+    ((0.002, [-0.001, 0.005]), (-0.03, [-0.05, -0.01]), ["accuracy"]),  # clearly lower in one
+    ((0.0, [0.0, 0.0]), (0.0, [0.0, 0.0]), []),  # unchanged
+])
+def test_worse_means_clearly_lower_or_lower_in_both(auc, accuracy, expected):
+    from pneumokit.adapt import worse_on
+
+    diffs = {"auc": {"estimate": auc[0], "ci": auc[1]},
+             "accuracy": {"estimate": accuracy[0], "ci": accuracy[1]}}
+    assert worse_on(diffs) == expected
