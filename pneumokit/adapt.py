@@ -27,7 +27,7 @@ from .errors import DatasetError
 from .fitting import compile_model, refresh_batch_norm
 from .manifest import Manifest, header, is_manifest
 from .pipeline import build_augmentations, make_dataset
-from .provenance import dataset_fingerprint
+from .provenance import dataset_fingerprint, unparsed_warning
 
 
 def fine_tune(model, pre, images: np.ndarray, labels, config: AdaptConfig, catalog, augment: str):
@@ -120,8 +120,9 @@ def recalibrate(y, prob, method: str) -> tuple[float, float]:
     return fit_temperature(y, prob), 0.0
 
 
-def cross_fit(model, pre, images, index, config: AdaptConfig, catalog, augment: str, echo) -> np.ndarray:
-    """Each site image's probability from a model fine-tuned on the other folds' patients."""
+def cross_fit(model, pre, images, index, config: AdaptConfig, catalog, augment: str, echo):
+    """Each site image's probability from a model fine-tuned on the other folds' patients, and
+    each image's fold."""
     from .splits import kfold
 
     folds = kfold(index, config.folds, config.seed)
@@ -133,6 +134,19 @@ def cross_fit(model, pre, images, index, config: AdaptConfig, catalog, augment: 
              f"{int(held.sum())}")
         tuned = fine_tune(model, pre, images[~held], y[~held], config, catalog, augment)
         out[held] = probabilities(tuned, pre, images[held])
+    return out, folds
+
+
+def recalibrated(y, oof, folds, method: str) -> np.ndarray:
+    """The cross-fitted probabilities recalibrated fold by fold, each with the recalibration
+    fitted on the other folds: the recalibration is cross-fitted too."""
+    from .calibration import logit
+
+    out = np.zeros(len(oof))
+    for k in np.unique(folds):
+        held = folds == k
+        factor, shift = recalibrate(y[~held], oof[~held], method)
+        out[held] = 1 / (1 + np.exp(-(logit(oof[held]) / factor + shift)))
     return out
 
 
@@ -153,9 +167,10 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
     patient is scored by a model tuned without them. The adapted version is registered only
     when it is not worse there (``worse_on``: AUC or accuracy clearly lower, or both lower),
     unless ``force``; its metadata records the lineage (parent, the site data's fingerprint,
-    what changed).
+    what changed). The recalibration is cross-fitted too; a parent whose threshold rule is not
+    0.5 (Youden's J, a target sensitivity) has its threshold chosen on the same cross-fitted
+    predictions it is judged on, which flatters the "after" figures a little.
     """
-    from .calibration import apply_temperature, logit
     from .intervals import intervals
     from .metrics import choose_threshold
     from .plugins import get_catalog
@@ -170,12 +185,16 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
     augment = config.augment if config.augment is not None else mv.metadata["config"]["augment"]
     result, index, images = _site(data, config, pre)
+    notice = unparsed_warning(index)
+    if notice:
+        echo(notice)
     model = registry.load_model(mv.ref)
+    config = _supported(config, model, echo)
     y, groups = index["label"].to_numpy(), index["patient"].to_numpy()
     before = probabilities(model, pre, images)
-    oof = cross_fit(model, pre, images, index, config, get_catalog(), augment, echo)
-    factor, shift = recalibrate(y, oof, config.recalibration)
-    after = apply_temperature(oof, factor) if not shift else 1 / (1 + np.exp(-(logit(oof) / factor + shift)))
+    oof, folds = cross_fit(model, pre, images, index, config, get_catalog(), augment, echo)
+    factor, shift = recalibrate(y, oof, config.recalibration)  # for the registered model: on all
+    after = recalibrated(y, oof, folds, config.recalibration)
     parent_config = mv.metadata["config"]
     threshold, rule = choose_threshold(y, after, parent_config.get("threshold_rule", "calibrated"),
                                        parent_config.get("target_sensitivity"))
@@ -194,6 +213,19 @@ def adapt(ref: str, data=None, *, config: AdaptConfig | None = None, registry=No
     outcome.version = _register(registry, name, mv, retempered(tuned, factor, shift), outcome, index, config,
                                 rule)
     return outcome
+
+
+def _supported(config: AdaptConfig, model, echo) -> AdaptConfig:
+    """Platt's shift needs pneumokit's stock calibrated head; other models get temperature scaling."""
+    import dataclasses
+
+    from .ensemble import temperature_of
+
+    if config.recalibration == "platt" and temperature_of(model) is None:
+        echo("this model has no stock calibrated head (a plugin's probability output): recalibrating by "
+             "temperature only, which keeps where 0.5 lies")
+        return dataclasses.replace(config, recalibration="temperature")
+    return config
 
 
 def differences(y, before, after, groups, thresholds, seed: int) -> dict:

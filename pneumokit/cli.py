@@ -981,6 +981,8 @@ def _print_adaptation(result) -> None:
 
 def _print_evaluation(report: dict) -> None:
     click.echo(f"{report['ref']} on {report['split']} ({report['images']} images) with {report['engine']}")
+    for line in report["warnings"]:
+        click.echo(line, err=True)
     if report.get("one_class"):
         click.echo(f"warning: {report['one_class']}", err=True)
     seen = report["images_seen_in_training"]

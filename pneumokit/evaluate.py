@@ -18,6 +18,7 @@ from .manifest import ALL
 from .metrics import binary_metrics
 from .plots import reliability_diagram
 from .preprocessing import Preprocessing
+from .provenance import unparsed_warning
 from .registry import Registry
 from .report import write_html
 from .runtime import NOT_FINITE, check_threshold
@@ -103,6 +104,7 @@ def evaluate(ref: str, data_dir=None, *, split: str = "test",
         "ref": mv.ref, "data": str(result.root), "split": split, "images": len(paths),
         "engine": engine, "threshold": threshold,
         "images_seen_in_training": seen,
+        "warnings": [w for w in (unparsed_warning(index),) if w],
         "gate": _gate_summary(rows, y, state),
         "at_threshold": binary_metrics(y[scored], prob[scored], threshold),
         "at_0.5": binary_metrics(y[scored], prob[scored], 0.5),

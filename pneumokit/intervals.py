@@ -13,9 +13,11 @@ bootstrap distribution's bias and skew, the acceleration coming from a
 leave-one-patient-out jackknife. AUC near 1 has a skewed sampling
 distribution, and plain percentile intervals undercover there;
 ``bench/site.py`` measures both methods' coverage (docs/performance.md).
-A proportion that is exactly 0 or 1 on the set (every NORMAL called NORMAL)
+A figure that is exactly 0 or 1 on the set (every NORMAL called NORMAL)
 gives every replicate the same value, so no bootstrap interval; there the
-interval is Wilson's score interval for that many images.
+interval is Wilson's score interval for that many patients (for AUC, the
+smaller class's). A figure whose denominator holds fewer than
+``MIN_PATIENTS`` patients gets no interval at all (None).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 from scipy.stats import norm
 
 REPLICATES = 2000
+MIN_PATIENTS = 10  # fewer in a figure's denominator: no interval (None), and a criterion on it fails
 LEVEL = 0.95
 CI_METHODS = ("bca", "percentile")
 DEFAULT_CI_METHOD = "bca"
@@ -121,6 +124,16 @@ def _replicates(y, prob, threshold: float, member, counts, jackknife: bool):
     return estimate, boot, jack
 
 
+def _patients_in(y, pred, member) -> dict[str, int]:
+    """How many patients each figure's denominator holds (AUC: the smaller class's)."""
+    def count(mask):
+        return len(np.unique(member[mask]))
+    pos, neg = count(y == 1), count(y == 0)
+    return {"accuracy": count(np.ones(len(y), bool)), "brier": count(np.ones(len(y), bool)),
+            "sensitivity": pos, "specificity": neg, "ppv": count(pred == 1), "npv": count(pred == 0),
+            "auc": min(pos, neg)}
+
+
 def difference(y, prob_before, prob_after, groups, figure: str = "auc", *, thresholds=(0.5, 0.5),
                replicates: int = REPLICATES, seed: int = 0, level: float = LEVEL) -> dict:
     """``figure`` after minus before on the same patients, with its paired BCa interval (the same
@@ -154,19 +167,20 @@ def intervals(y, prob, groups, threshold: float, *, replicates: int = REPLICATES
         raise ValueError(f"interval method {method!r}: choose one of {', '.join(CI_METHODS)}")
     y = np.asarray(y, dtype=np.float64).ravel()
     prob = np.asarray(prob, dtype=np.float64).ravel()
+    if not (len(y) == len(prob) == len(np.asarray(groups).ravel())) or not np.isin(y, (0, 1)).all():
+        raise ValueError("intervals need 0/1 labels, probabilities and patients, one of each per image")
     pred = (prob >= threshold).astype(np.float64)
     member, counts = _resample(groups, replicates, seed)
     estimate, boot, jack = _replicates(y, prob, threshold, member, counts, method == "bca")
     patients = counts.shape[1]
     ci = {}
-    counts_of = {"accuracy": len(y), "sensitivity": (y == 1).sum(), "specificity": (y == 0).sum(),
-                 "ppv": pred.sum(), "npv": (1 - pred).sum()}
+    patients_in = _patients_in(y, pred, member)
     for k in FIGURES:
-        if not np.isfinite(estimate[k]):
-            ci[k] = None
-        elif k in counts_of and estimate[k] in (0.0, 1.0):
+        if not np.isfinite(estimate[k]) or patients_in[k] < MIN_PATIENTS:
+            ci[k] = None  # undefined, or too few patients to say how uncertain it is
+        elif estimate[k] in (0.0, 1.0) and k != "brier":
             # Every replicate gives the same 0 or 1: the bootstrap has no spread to offer here.
-            ci[k] = wilson(estimate[k], float(counts_of[k]), level)
+            ci[k] = wilson(estimate[k], float(patients_in[k]), level)
         else:
             ci[k] = (_bca(estimate[k], boot[k], jack[k], level) if method == "bca"
                      else _percentile(boot[k], level))
@@ -188,6 +202,8 @@ def parse_requirement(text: str) -> tuple[str, str, float]:
         raise ValueError(f"requirement {text!r}: write FIGURE>=NUMBER or FIGURE<=NUMBER, e.g. "
                          "\"sensitivity>=0.95\"")
     figure = _ALIASES.get(m.group(1).lower(), m.group(1).lower())
+    if not 0 <= float(m.group(3)) <= 1:
+        raise ValueError(f"requirement {text!r}: figures are fractions in [0, 1] (0.95, not 95)")
     if figure not in FIGURES:
         raise ValueError(f"requirement {text!r}: unknown figure {m.group(1)!r}; choose one of "
                          f"{', '.join(FIGURES)}")

@@ -78,33 +78,59 @@ def _norm(value: str) -> str:
 
 
 def header(manifest: Manifest) -> list[str]:
-    """The manifest's column names."""
-    try:
-        with open(manifest.path, newline="", encoding="utf-8-sig") as f:
-            return [c.strip() for c in next(csv.reader(f), [])]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{manifest.path}: not a readable CSV manifest ({exc}); save it as UTF-8 "
-                           "CSV") from None
+    """The manifest's column names (blank lines before the header are skipped, as csv does)."""
+    return _read(manifest, rows=False)[0]
 
 
-def _read(manifest: Manifest) -> tuple[list[str], list[dict]]:
+def _open_rows(path: Path, rows: bool) -> tuple[list[str], list[dict]]:
+    """The header and each row with ``line``, its last physical line (the header is line 1)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        out = []
+        for r in (reader if rows else ()):
+            extra = r.pop(None, None)  # fields beyond the header
+            record = {(k or "").strip(): v.strip() if isinstance(v, str) else "" for k, v in r.items()}
+            out.append({**record, "__line": reader.line_num, "__extra": bool(extra)})
+    return columns, out
+
+
+def _read(manifest: Manifest, rows: bool = True) -> tuple[list[str], list[dict]]:
     path = Path(manifest.path)
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise DatasetError(f"{path}: manifest over {MAX_MANIFEST_BYTES // 2**20} MB; split it")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in r.items()}
-                    for r in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
+        columns, records = _open_rows(path, rows)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{path}: not a readable CSV manifest ({exc}); save it as UTF-8 CSV") from None
+    _check_columns(manifest, columns)
+    return columns, records
+
+
+def _check_columns(manifest: Manifest, columns: list[str]) -> None:
+    """Refuse what would be read silently wrong: a repeated column name, a named column that is
+    not there, a default one that is there only in other case (``Split``: the rows would be one set)."""
+    path, seen = manifest.path, [c for c in columns if c]
+    repeated = sorted({c for c in seen if seen.count(c) > 1})
+    if repeated:
+        raise DatasetError(f"{path}: column {', '.join(repr(c) for c in repeated)} appears twice; rename one")
     missing = [c for c in (manifest.path_column, manifest.label_column) if c not in columns]
+    defaults = {"patient_column": "patient", "split_column": "split"}
+    for key, default in defaults.items():
+        name = getattr(manifest, key)
+        if name not in columns and name != default:
+            missing.append(name)  # asked for by name: its absence is not "no patients"
     if missing:
         raise DatasetError(f"{path}: no column {' or '.join(repr(c) for c in missing)} (columns: "
-                           f"{', '.join(repr(c) for c in columns) or 'none'}); name them with "
-                           "--path-column and --label-column")
-    return columns, rows
+                           f"{', '.join(repr(c) for c in columns) or 'none'}); name the columns with "
+                           "--path-column, --label-column, --patient-column, --split-column")
+    for key in defaults:
+        name = getattr(manifest, key)
+        near = [c for c in columns if c.lower() == name.lower() and c != name]
+        if near:
+            flag = "--" + key.replace("_", "-")
+            raise DatasetError(f"{path}: column {near[0]!r} is not {name!r}: pass "
+                               f"{flag} {near[0]!r} to use it (without it the column would be ignored)")
 
 
 def _row_problem(row: dict, manifest: Manifest, base: Path, columns: list[str]
@@ -116,7 +142,7 @@ def _row_problem(row: dict, manifest: Manifest, base: Path, columns: list[str]
     if not value:
         return None, f"empty {manifest.path_column!r}"
     file = Path(value).expanduser()
-    file = file if file.is_absolute() else base / file
+    file = Path(os.path.realpath(file if file.is_absolute() else base / file))  # one file, one name
     why = unreadable(file, "an image file")
     if why is None and printable(file) != str(file):
         why = "file name is not valid UTF-8: rename it"
@@ -150,8 +176,12 @@ def scan_manifest(manifest: Manifest, splits, workers: int | None = None):
     columns, rows = _read(manifest)
     base = Path(manifest.path).parent
     problems, records, dropped = [], [], 0
-    for line, row in enumerate(rows, start=2):
+    for row in rows:
+        line = row.pop("__line")
+        extra = row.pop("__extra")
         record, why = _row_problem(row, manifest, base, columns)
+        if extra and not why:
+            record, why = None, "more fields than the header has columns: quote a value that holds a comma"
         if why:
             problems.append(Problem(f"{manifest.path}:{line}", why))
         elif record is None:
@@ -162,13 +192,45 @@ def scan_manifest(manifest: Manifest, splits, workers: int | None = None):
         inspected = list(pool.map(_inspect, [r["file"] for r in records]))
     index = _index(manifest, records, inspected, problems)
     wanted = {s.lower() for s in splits}
-    index = index[(index["split"] == ALL) | index["split"].isin(wanted)].reset_index(drop=True)
-    if not problems and index.empty:
-        problems.append(Problem(manifest.path, "no usable rows" + (f" ({dropped} unmapped left out)"
-                                                                   if dropped else ""), fatal=True))
+    chosen = index[(index["split"] == ALL) | index["split"].isin(wanted)].reset_index(drop=True)
+    if not problems and chosen.empty:
+        others = ", ".join(f"{k} {v}" for k, v in index["split"].value_counts().items())
+        why = (f"no rows for split {' or '.join(sorted(wanted))} (it has: {others}); choose another --split"
+               if others else "no usable rows" + (f" ({dropped} unmapped left out)" if dropped else ""))
+        problems.append(Problem(manifest.path, why, fatal=True))
+    index = chosen
     problems.sort(key=lambda p: int(p.path.rsplit(":", 1)[1]) if p.path.startswith(f"{manifest.path}:")
                   else 0)
     return Scan(root=Path(manifest.path), index=index, problems=problems, dropped=dropped, manifest=manifest)
+
+
+def _duplicates(manifest: Manifest, index: pd.DataFrame, problems: list) -> set[int]:
+    """The lines of rows that name one file twice, or one image (by content) with two labels or in
+    two splits; each is reported."""
+    from .data import Problem
+
+    bad: set[int] = set()
+    for key in ("path", "sha256"):  # one file named twice; two files with the same content
+        for value, group in index[~index["line"].isin(bad)].groupby(key):
+            lines = ", ".join(str(v) for v in group["line"])
+            if group["label"].nunique() > 1:
+                what = f"{value} has" if key == "path" else f"the same image ({value[:12]}) has"
+                for line in group["line"]:
+                    bad.add(line)
+                    problems.append(Problem(f"{manifest.path}:{line}", f"{what} two labels (lines {lines}): "
+                                            "keep the right one"))
+            elif key == "sha256" and group.loc[group["split"] != ALL, "split"].nunique() > 1:
+                splits = ", ".join(sorted(set(group["split"])))
+                for line in group["line"]:
+                    bad.add(line)
+                    problems.append(Problem(f"{manifest.path}:{line}", f"the same image ({value[:12]}) is in "
+                                            f"splits {splits} (lines {lines}): keep it in one"))
+            elif key == "path":
+                for line in group["line"].iloc[1:]:
+                    bad.add(line)
+                    problems.append(Problem(f"{manifest.path}:{line}", f"{value} is listed again (lines "
+                                            f"{lines}): keep one row per image"))
+    return bad
 
 
 def _index(manifest: Manifest, records: list[dict], inspected: list[dict], problems: list) -> pd.DataFrame:
@@ -188,23 +250,9 @@ def _index(manifest: Manifest, records: list[dict], inspected: list[dict], probl
                      "line": r["line"]})
     columns = ["path", "label", "class_name", "split", "patient", "patient_parsed", "bytes",
                "sha256", "width", "height", "mode", "line"]
-    index = pd.DataFrame.from_records(kept, columns=columns)
-    bad = set()
-    for key in ("path", "sha256"):  # one file named twice; two files with the same content
-        for value, group in index[~index["line"].isin(bad)].groupby(key):
-            lines = ", ".join(str(v) for v in group["line"])
-            if group["label"].nunique() > 1:
-                what = f"{value} has" if key == "path" else f"the same image ({value[:12]}) has"
-                for line in group["line"]:
-                    bad.add(line)
-                    problems.append(Problem(f"{manifest.path}:{line}", f"{what} two labels (lines {lines}): "
-                                            "keep the right one"))
-            elif key == "path":
-                for line in group["line"].iloc[1:]:
-                    bad.add(line)
-                    problems.append(Problem(f"{manifest.path}:{line}", f"{value} is listed again (lines "
-                                            f"{lines}): keep one row per image"))
-    for patient, group in index[index["patient_parsed"]].groupby("patient"):
+    index = pd.DataFrame.from_records(kept, columns=columns).astype({"patient_parsed": bool})
+    bad = _duplicates(manifest, index, problems)
+    for patient, group in index[index["patient_parsed"] & ~index["line"].isin(bad)].groupby("patient"):
         if group["split"].nunique() > 1:
             lines = ", ".join(str(v) for v in group["line"])
             for line in group["line"]:

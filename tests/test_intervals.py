@@ -89,3 +89,23 @@ def test_requirements():
     assert on_bound[0]["judged_on"] == "lower 95% bound" and on_bound[0]["judged_value"] == 0.93
     assert on_bound[1]["judged_on"] == "upper 95% bound"
     assert [v["passed"] for v in judge(["sensitivity>=0.95"], result, on="estimate")] == [True]
+
+
+def test_too_few_patients_give_no_interval_and_wilson_counts_patients():
+    """Ten images of one patient are one patient's evidence: no interval from 4 patients, and a
+    perfect score on 40 images of 20 patients is as uncertain as on 20 images."""
+    y = np.repeat([0, 0, 1, 1], 10)
+    r = intervals(y, y * 0.8 + 0.1, np.repeat(np.arange(4), 10), 0.5)
+    assert all(v is None for v in r["ci"].values())
+    assert [v["passed"] for v in judge(["auc>=0.5", "accuracy>=0.5"], r)] == [False, False]
+    y = np.repeat(np.arange(40) % 2, 2)
+    r = intervals(y, y * 0.8 + 0.1, np.repeat(np.arange(40), 2), 0.5)
+    assert r["ci"]["sensitivity"] == pytest.approx(wilson(1.0, 20))
+    assert r["ci"]["auc"] == pytest.approx(wilson(1.0, 20))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="fractions"):
+        parse_requirement("sensitivity>=95")
+    with pytest.raises(ValueError, match="0/1 labels"):
+        intervals([0, 2], [0.1, 0.9], [1, 2], 0.5)

@@ -154,3 +154,53 @@ def test_cli_data_check_and_options(tmp_path):
     out = runner.invoke(main, ["data", "check", str(csv)])
     assert out.exit_code == 1 and "no column 'path' or 'label'" in out.output
     assert "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("path,label\n", "no usable rows"),
+    ("path,label,label\nimg/img0.png,1,0\n", "column 'label' appears twice"),
+    ("path,label,Split\nimg/img0.png,1,train\n",
+     "column 'Split' is not 'split': pass --split-column 'Split'"),
+    ("path,label,Patient\nimg/img0.png,1,A\n", "column 'Patient' is not 'patient'"),
+])
+def test_manifests_that_would_be_read_wrong_are_refused_in_one_line(tmp_path, text, expected):
+    _images(tmp_path / "img", n=2)
+    csv = tmp_path / "m.csv"
+    csv.write_text(text)
+    with pytest.raises(DatasetError, match=expected):
+        scan(csv).require_usable()
+
+
+def test_a_named_column_that_is_absent_is_refused(tmp_path):
+    _images(tmp_path / "img", n=2)
+    csv = _csv(tmp_path / "m.csv", ["path", "label"], [("img/img0.png", 0)])
+    with pytest.raises(DatasetError, match="no column 'MRN'"):
+        scan(Manifest(str(csv), patient_column="MRN"))
+
+
+def test_line_numbers_count_blank_lines_and_extra_fields_are_bad_rows(tmp_path):
+    images = _images(tmp_path / "img", n=2)
+    csv = tmp_path / "m.csv"
+    csv.write_text(f"path,label\n{images[0][0]},0\n\n{images[1][0]},1,extra\nimg/gone.png,0\n")
+    problems = scan(csv).problems
+    assert [p.path.rsplit(":", 1)[1] for p in problems] == ["4", "5"]  # line 3 is blank
+    assert problems[0].reason.startswith("more fields than the header has columns")
+    assert problems[1].reason.startswith("img/gone.png: missing")
+
+
+def test_one_file_by_two_names_and_one_image_in_two_splits(tmp_path):
+    images = _images(tmp_path / "img", n=2)
+    (tmp_path / "img" / "link.png").symlink_to(tmp_path / images[0][0])
+    rows = [(images[0][0], 0, "A", "train"), (f"img/../{images[0][0]}", 0, "A", "train"),
+            (images[1][0], 1, "B", "train"), ("img/link.png", 0, "C", "test")]
+    csv = _csv(tmp_path / "m.csv", ["path", "label", "patient", "split"], rows)
+    reasons = [(p.path.rsplit(":", 1)[1], p.reason) for p in scan(csv).problems]
+    assert any(line == "3" and "is listed again" in why for line, why in reasons)
+    assert any(line == "5" and "is listed again" in why for line, why in reasons)  # the link: same file
+
+
+def test_no_rows_for_the_split_asked_for_says_which_there_are(tmp_path):
+    images = _images(tmp_path / "img", n=2)
+    csv = _csv(tmp_path / "m.csv", ["path", "label", "split"], [(p, y, "train") for p, y in images])
+    with pytest.raises(DatasetError, match=r"no rows for split test \(it has: train 2\); choose another"):
+        scan(csv, splits=["test"]).require_usable()
