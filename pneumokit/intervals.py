@@ -74,7 +74,9 @@ def wilson(p: float, n: float, level: float = LEVEL) -> list[float]:
     z = float(norm.ppf((1 + level) / 2))
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+    low = 0.0 if p == 0 else max(0.0, centre - half)
+    high = 1.0 if p == 1 else min(1.0, centre + half)  # exact bounds, not 0.9999999999999999
+    return [float(low), float(high)]
 
 
 def _bca(theta: float, boot: np.ndarray, jack: np.ndarray, level: float) -> list[float] | None:
@@ -178,8 +180,9 @@ def intervals(y, prob, groups, threshold: float, *, replicates: int = REPLICATES
     for k in FIGURES:
         if not np.isfinite(estimate[k]) or patients_in[k] < MIN_PATIENTS:
             ci[k] = None  # undefined, or too few patients to say how uncertain it is
-        elif estimate[k] in (0.0, 1.0) and k != "brier":
+        elif k != "brier" and min(abs(estimate[k]), abs(1 - estimate[k])) < 1e-9:
             # Every replicate gives the same 0 or 1: the bootstrap has no spread to offer here.
+            estimate[k] = float(round(estimate[k]))  # 0.9999999999999999 is 1
             ci[k] = wilson(estimate[k], float(patients_in[k]), level)
         else:
             ci[k] = (_bca(estimate[k], boot[k], jack[k], level) if method == "bca"

@@ -79,7 +79,7 @@ def _norm(value: str) -> str:
 
 def header(manifest: Manifest) -> list[str]:
     """The manifest's column names (blank lines before the header are skipped, as csv does)."""
-    return _read(manifest, rows=False)[0]
+    return _read(manifest, rows=False, check=False)[0]
 
 
 def _open_rows(path: Path, rows: bool) -> tuple[list[str], list[dict]]:
@@ -95,7 +95,7 @@ def _open_rows(path: Path, rows: bool) -> tuple[list[str], list[dict]]:
     return columns, out
 
 
-def _read(manifest: Manifest, rows: bool = True) -> tuple[list[str], list[dict]]:
+def _read(manifest: Manifest, rows: bool = True, check: bool = True) -> tuple[list[str], list[dict]]:
     path = Path(manifest.path)
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise DatasetError(f"{path}: manifest over {MAX_MANIFEST_BYTES // 2**20} MB; split it")
@@ -103,7 +103,8 @@ def _read(manifest: Manifest, rows: bool = True) -> tuple[list[str], list[dict]]
         columns, records = _open_rows(path, rows)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{path}: not a readable CSV manifest ({exc}); save it as UTF-8 CSV") from None
-    _check_columns(manifest, columns)
+    if check:
+        _check_columns(manifest, columns)
     return columns, records
 
 

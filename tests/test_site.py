@@ -13,6 +13,7 @@ from PIL import Image
 
 from pneumokit.cli import main
 from pneumokit.registry import Registry
+from pneumokit.splits import kfold
 
 TINY = ["--epochs", "2", "--image-size", "32", "--batch-size", "8", "--augment", "crop",
         "--val-fraction", "0.25", "--quiet"]
@@ -131,8 +132,10 @@ def test_adapt_refuses_a_worse_model_without_force(site, monkeypatch):
     import pneumokit.adapt as adapt_module
 
     real = adapt_module.probabilities
-    monkeypatch.setattr(adapt_module, "cross_fit",
-                        lambda model, pre, images, *a, **k: 1 - real(model, pre, images))
+    def anti(model, pre, images, index, config, *args):  # an "adapted" model that ranks backwards
+        return 1 - real(model, pre, images), kfold(index, config.folds, config.seed)
+
+    monkeypatch.setattr(adapt_module, "cross_fit", anti)
     before = len(Registry(site["registry"]).versions("base"))
     out = run("adapt", "base:1", "--data", site["site_csv"], *COLUMNS, "--registry", site["registry"],
               "--folds", "2", "--epochs", "1")
