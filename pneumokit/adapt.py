@@ -140,13 +140,13 @@ def cross_fit(model, pre, images, index, config: AdaptConfig, catalog, augment: 
 def recalibrated(y, oof, folds, method: str) -> np.ndarray:
     """The cross-fitted probabilities recalibrated fold by fold, each with the recalibration
     fitted on the other folds: the recalibration is cross-fitted too."""
-    from .calibration import logit
+    from .calibration import apply_platt
 
     out = np.zeros(len(oof))
     for k in np.unique(folds):
         held = folds == k
         factor, shift = recalibrate(y[~held], oof[~held], method)
-        out[held] = 1 / (1 + np.exp(-(logit(oof[held]) / factor + shift)))
+        out[held] = apply_platt(oof[held], 1.0 / factor, shift)
     return out
 
 

@@ -16,6 +16,7 @@ counted.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -49,7 +50,7 @@ class Manifest:
         object.__setattr__(self, "path", str(Path(self.path).expanduser().resolve()))
         object.__setattr__(self, "positive", tuple(str(v) for v in self.positive))
         object.__setattr__(self, "negative", tuple(str(v) for v in self.negative))
-        both = {_norm(v) for v in self.positive} & {_norm(v) for v in self.negative}
+        both = set(_values(self.positive)) & set(_values(self.negative))
         if both:
             raise DatasetError(f"label value(s) {', '.join(sorted(both))} given as both positive and "
                                "negative")
@@ -65,6 +66,12 @@ class Manifest:
 def is_manifest(data) -> bool:
     """Whether ``--data`` names a manifest (a ``Manifest``, or a file rather than a folder)."""
     return isinstance(data, Manifest) or (data is not None and Path(data).expanduser().is_file())
+
+
+@functools.lru_cache(maxsize=64)
+def _values(given: tuple[str, ...]) -> frozenset[str]:
+    """The label values as compared, computed once per manifest, not once per row."""
+    return frozenset(_norm(v) for v in given)
 
 
 def _norm(value: str) -> str:
@@ -151,9 +158,9 @@ def _row_problem(row: dict, manifest: Manifest, base: Path, columns: list[str]
         return None, f"{value}: {why}"
     raw = row.get(manifest.label_column, "")
     label = _norm(raw)
-    if label in {_norm(v) for v in manifest.positive}:
+    if label in _values(manifest.positive):
         y = 1
-    elif label in {_norm(v) for v in manifest.negative}:
+    elif label in _values(manifest.negative):
         y = 0
     elif manifest.drop_unmapped:
         return None, None
