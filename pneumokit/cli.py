@@ -193,6 +193,9 @@ def main() -> None:
     # TensorFlow's Python logger warns about tf.function retracing whenever a
     # fold's model predicts a batch of a new size; harmless, and noise here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    from .dicom import quiet_pydicom
+
+    quiet_pydicom()  # what matters in pydicom's warnings is in each row (notes or error)
 
 
 @main.command("list-models")
@@ -513,12 +516,14 @@ def _cv_one_fold(resume, only_fold, progress: bool, notices, as_json) -> None:
     k = fold_from_env(only_fold, os.environ)
     fold = run_fold(resume, k, progress=progress, echo=notices)
     summary = {"fold": fold.fold, "images": len(fold.paths), "best_epoch": fold.best_epoch,
-               "metrics": fold.metrics, "output": str(Path(resume) / "folds" / f"fold_{k}.json")}
+               "metrics": fold.metrics, "trained": fold.trained,
+               "output": str(Path(resume) / "folds" / f"fold_{k}.json")}
     if as_json:
         _echo_json(summary)
     else:
-        click.echo(f"fold {k}: held-out AUC {fold.metrics['auc']:.4f} on {len(fold.paths)} images; "
-                   f"wrote {summary['output']}")
+        scored = f"held-out AUC {fold.metrics['auc']:.4f} on {len(fold.paths)} images"
+        click.echo(f"fold {k}: {scored}; wrote {summary['output']}" if fold.trained else
+                   f"fold {k} already done (unchanged): {scored} in {summary['output']}")
 
 
 def _cv_report(result) -> None:

@@ -22,6 +22,23 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".dcm")  # .dcm: DICOM, see pneumok
 # JPEGs). Anything else is refused by name, so no other decoder (e.g. EPS, which
 # runs Ghostscript) ever runs.
 IMAGE_FORMATS = ("JPEG", "PNG")
+# The input gate's shape checks (docs/gate.md), read from the header before any pixel is
+# decoded: a chest radiograph is hundreds of pixels a side (the shared data, downscaled, is 224)
+# and roughly square (the 60 originals: width/height 1.02..2.12, and one 437x144 crop at 3.03).
+# Below 32 px a side nothing of the lungs is left to read; beyond 4:1 an image is a strip.
+MIN_IMAGE_SIDE = 32
+MAX_ASPECT_RATIO = 4.0
+
+
+def shape_refusal(width: int, height: int) -> str | None:
+    """Why an image of this size is not a chest radiograph to score, or None."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return (f"image is {width}x{height} pixels; a chest X-ray to score is at least {MIN_IMAGE_SIDE} "
+                "pixels a side")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        return (f"image is {width}x{height} pixels, a {max(width, height) / min(width, height):.3g}:1 strip; "
+                f"a chest X-ray is at most {MAX_ASPECT_RATIO:g}:1")
+    return None
 
 DEFAULT_ARCHITECTURE = "cnn_optimized"
 DEFAULT_BATCH_SIZE = 64  # the original project's

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -60,16 +61,20 @@ class FoldResult:
     labels: np.ndarray
     prob: np.ndarray
     tuned: dict  # held-out fold at a threshold chosen on the fold's inner validation split
+    settings_sha256: str = ""  # the run's settings and data it was trained under (_settings_sha256)
+    trained: bool = field(default=False, compare=False)  # by this call, not loaded
 
     def to_json(self) -> dict:
-        return {"fold": self.fold, "metrics": self.metrics, "best_epoch": self.best_epoch,
-                "history": self.history.to_dict(orient="list"), "paths": self.paths,
-                "labels": self.labels.tolist(), "prob": self.prob.tolist(), "tuned": self.tuned}
+        return {"fold": self.fold, "settings_sha256": self.settings_sha256, "metrics": self.metrics,
+                "best_epoch": self.best_epoch, "history": self.history.to_dict(orient="list"),
+                "paths": self.paths, "labels": self.labels.tolist(), "prob": self.prob.tolist(),
+                "tuned": self.tuned}
 
     @classmethod
     def from_json(cls, d: dict) -> FoldResult:
         return cls(d["fold"], d["metrics"], d["best_epoch"], pd.DataFrame(d["history"]), d["paths"],
-                   np.asarray(d["labels"]), np.asarray(d["prob"], dtype=np.float64), d["tuned"])
+                   np.asarray(d["labels"]), np.asarray(d["prob"], dtype=np.float64),
+                   d["tuned"], d.get("settings_sha256", ""))
 
 
 @dataclass
@@ -131,8 +136,16 @@ def format_table(summary: dict) -> str:
 
 
 def _run_record(config: CVConfig, root, fingerprint: dict, name: str, manifest=None) -> dict:
-    record = {"config": config.to_dict(), "data": str(root), "dataset": fingerprint, "name": name}
+    record = {"config": config.to_dict(), "data": str(root), "dataset": fingerprint, "name": name,
+              "settings_sha256": _settings_sha256(config.to_dict(), fingerprint)}
     return record | ({"manifest": manifest.to_dict()} if manifest is not None else {})
+
+
+def _settings_sha256(config: dict, dataset: dict) -> str:
+    """What decides a fold's results, hashed: the fold settings and the data's content. Each fold
+    file records it, so folds trained under other settings or data are never pooled."""
+    text = json.dumps({"config": _fold_settings(config), "dataset": dataset.get("sha256")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _differences(now: dict, before: dict) -> str:
@@ -156,6 +169,8 @@ class _Run:
     strategy: object
     pre: Preprocessing
     planned: bool
+    settings_sha256: str = ""
+    echo: Callable[[str], None] = print
     metadata: dict = field(default_factory=dict)  # extra keys for the registered model's metadata
 
 
@@ -173,32 +188,36 @@ def run_fold(resume: str | os.PathLike, k: int, *, progress: bool = False,
              echo: Callable[[str], None] = print) -> FoldResult:
     """Train fold ``k`` (1-based) of a run folder and write ``folds/fold_K.json`` atomically.
 
-    A lock per fold makes sure two jobs never train the same fold; a fold
-    already done is loaded, not trained again.
+    A lock per fold makes sure two jobs never train the same fold: a second job
+    for a fold being trained waits for the first, then loads its result. A fold
+    already done is loaded and checked, not trained again (``trained`` is False).
     """
 
     run = _open(None, None, output=None, resume=resume, final=False, registry=None, name=None,
                 architecture=None, echo=echo)
     if not (isinstance(k, int) and 1 <= k <= run.config.folds):
         raise ResumeError(f"fold {k!r}: {run.out} has folds 1..{run.config.folds}")
-    if _fold_done(run, k):
-        echo(f"fold {k} of {run.out} is already done")
     return _claimed_fold(run, k, progress)
 
 
 def _claimed_fold(run: _Run, k: int, progress: bool) -> FoldResult:
-    """Fold ``k`` under its lock: loaded if done, else trained; refused while another job holds it."""
+    """Fold ``k`` under its lock: loaded if done, else trained. While another job holds the lock,
+    this one waits for it (a retried Slurm array task then exits 0, keeping ``afterok``)."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(run.out / "folds" / f".fold_{k}.lock"), timeout=0)
+    lock = FileLock(str(run.out / "folds" / f".fold_{k}.lock"))
     try:
-        with lock:
-            if _fold_done(run, k):
-                return _load_fold(_fold_path(run.out, k))
-            return _train_fold(run, k, progress)
+        lock.acquire(timeout=0)
     except Timeout:
-        raise ResumeError(f"fold {k} of {run.out} is being trained by another job "
-                          f"({lock.lock_file} is held)") from None
+        run.echo(f"fold {k} of {run.out} is being trained by another job ({lock.lock_file} is held); "
+                 "waiting for it")
+        lock.acquire()
+    try:
+        if _fold_done(run, k):
+            return _load_fold(run, k)
+        return _train_fold(run, k, progress)
+    finally:
+        lock.release()
 
 
 def run_cv(
@@ -262,7 +281,7 @@ def run_cv(
         bar = tqdm(total=config.folds, desc="folds", unit="fold", disable=not progress, position=0)
         with bar:
             for k in range(1, config.folds + 1):
-                fold = _claimed_fold(run, k, progress) if k in missing else _load_fold(_fold_path(out, k))
+                fold = _claimed_fold(run, k, progress) if k in missing else _load_fold(run, k)
                 fold_results.append(fold)
                 bar.set_postfix(auc=f"{fold.metrics['auc']:.4f}")
                 bar.update(1)
@@ -286,6 +305,7 @@ def _open(config, data_dir, *, output, resume, final, registry, name, architectu
     if resume is not None:
         out = Path(resume)
         saved = read_run(out)
+        _check_settings_sha256(out, saved)
         config = config or dataclasses.replace(saved["config_object"], **(overrides or {}))
         changed = _differences(_fold_settings(config.to_dict()), _fold_settings(saved["config"]))
         if changed:
@@ -343,7 +363,8 @@ def _open(config, data_dir, *, output, resume, final, registry, name, architectu
                                            "planned": planned})
     (out / "folds").mkdir(exist_ok=True)
     _write_folds(out, index[["path", "patient", "label", "fold"]], check=resume is not None)
-    return _Run(out, config, arch, catalog, name, index, result, device_plan, strategy, pre, planned)
+    return _Run(out, config, arch, catalog, name, index, result, device_plan, strategy, pre, planned,
+                _settings_sha256(config.to_dict(), fingerprint), echo)
 
 
 def _write_folds(out: Path, table: pd.DataFrame, check: bool) -> None:
@@ -394,7 +415,8 @@ def _train_fold(run: _Run, k: int, progress: bool) -> FoldResult:
     inner_threshold = choose_threshold(va["label"].to_numpy(), fitted.val_prob, config.threshold_rule,
                                        config.target_sensitivity)[0]
     fold = FoldResult(k, binary_metrics(y_held, prob, 0.5), fitted.best_epoch, fitted.history,
-                      held["path"].tolist(), y_held, prob, binary_metrics(y_held, prob, inner_threshold))
+                      held["path"].tolist(), y_held, prob, binary_metrics(y_held, prob, inner_threshold),
+                      run.settings_sha256, trained=True)
     if config.ensemble:
         save_fold_model(fitted.model, run.out, k)  # before the results: they mark the fold done
     write_json_atomic(_fold_path(run.out, k), fold.to_json())  # a finished fold survives a crash
@@ -539,12 +561,56 @@ def read_run(out: Path) -> dict:
     return saved
 
 
-def _load_fold(path: Path) -> FoldResult:
+def _check_settings_sha256(out: Path, saved: dict) -> None:
+    """``run.json`` must hold the settings it was written with: an edit between fold jobs would
+    train the remaining folds differently from the finished ones."""
+    recorded = saved.get("settings_sha256")
+    if recorded is not None and recorded != _settings_sha256(saved["config"], saved["dataset"]):
+        raise ResumeError(f"{out / RUN_FILE}: its settings or data record were edited after the run was "
+                          f"planned (settings_sha256 {str(recorded)[:12]} no longer matches them); put "
+                          "them back or start a new run")
+
+
+def _load_fold(run: _Run, k: int) -> FoldResult:
+    """A finished fold's results, checked against the run: ``ResumeError`` naming the file and
+    the first bad value, never pooled into the run's figures."""
+    path = _fold_path(run.out, k)
     try:
-        return FoldResult.from_json(json.loads(path.read_text()))
+        fold = FoldResult.from_json(json.loads(path.read_text()))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ResumeError(f"{path}: damaged ({type(exc).__name__}: {exc}); delete it and resume to "
                           "train that fold again") from None
+    problem = _fold_problem(fold, run, k)
+    if problem:
+        raise ResumeError(f"{path}: {problem}; delete it and resume to train that fold again")
+    fold.metrics = binary_metrics(fold.labels, fold.prob, 0.5)  # from the checked rows, not as written
+    return fold
+
+
+def _fold_problem(fold: FoldResult, run: _Run, k: int) -> str | None:
+    """What is wrong with a loaded fold file, or None."""
+    if fold.settings_sha256 != run.settings_sha256:
+        return (f"trained under other settings or data (settings_sha256 {fold.settings_sha256[:12] or 'absent'}"
+                f", the run's is {run.settings_sha256[:12]})")
+    if fold.fold != k:
+        return f"fold is {fold.fold!r}, not {k}"
+    expected = run.index[run.index["fold"] == k]
+    if not len(fold.paths) == len(fold.labels) == len(fold.prob) == len(expected):
+        return (f"{len(fold.paths)} paths, {len(fold.labels)} labels and {len(fold.prob)} probabilities; "
+                f"fold {k} has {len(expected)} images")
+    for name, values, ok in (("prob", fold.prob, lambda v: np.isfinite(v) & (v >= 0) & (v <= 1)),
+                             ("labels", fold.labels, lambda v: np.isin(v, (0, 1)))):
+        bad = np.flatnonzero(~ok(values))
+        if bad.size:
+            return f"{name}[{bad[0]}] is {values[bad[0]].item()!r} (probabilities lie in [0, 1], labels are 0 or 1)"
+    truth = dict(zip(expected["path"], expected["label"], strict=True))
+    for i, (p, y) in enumerate(zip(fold.paths, fold.labels.tolist(), strict=True)):
+        if p not in truth:
+            return f"paths[{i}] {p!r} is not an image of fold {k}, or is listed twice"
+        label = truth.pop(p)
+        if label != y:
+            return f"labels[{i}] is {y!r} but {p!r} is labelled {label}"
+    return None
 
 
 def _fold_settings(config: dict) -> dict:

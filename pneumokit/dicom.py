@@ -29,6 +29,7 @@ import zlib
 
 import numpy as np
 
+from .config import shape_refusal
 from .errors import ImageDecodeError, OutOfScopeError
 
 DICOM_EXTENSIONS = (".dcm",)
@@ -47,6 +48,16 @@ OTHER_VIEWS = ("LL", "RL", "LLD", "RLD", "LLO", "RLO", "LAO", "RAO", "LPO", "RPO
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "TORAX", "THORAC", "LUNG", "PULMO")
 GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
 CODEC_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or gdcm)"
+
+
+def quiet_pydicom() -> None:
+    """Silence pydicom's warnings in this process (the CLI and ``serve`` call it once at start;
+    ``warnings.catch_warnings`` is not thread-safe, so no decode toggles filters). What a warning
+    would say that matters for a row is said in the row: NumberOfFrames 0 is a note; values
+    pydicom cannot use are the row's error."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 
 def is_dicom(data: bytes) -> bool:
@@ -76,19 +87,48 @@ DEFLATED = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the 
 HEADER_ALLOWANCE = 16 * 2**20  # bytes a deflated dataset may hold beyond its 16-bit pixels
 
 
+LONG_VRS = (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+
+
+def _meta_end(data: bytes) -> tuple[int, bytes] | None:
+    """Where the file meta group (0002,xxxx) ends and its transfer syntax, read element by element
+    (explicit VR little endian, as PS3.10 requires): the group length (0002,0000) is optional and
+    is not trusted. None when the group cannot be walked that way."""
+    pos, syntax = 132, b""
+    while pos + 8 <= len(data) and data[pos:pos + 2] == b"\x02\x00":
+        element, vr = int.from_bytes(data[pos + 2:pos + 4], "little"), data[pos + 4:pos + 6]
+        if not vr.isalpha():
+            return None
+        if vr in LONG_VRS:
+            size, start = int.from_bytes(data[pos + 8:pos + 12], "little"), pos + 12
+        else:
+            size, start = int.from_bytes(data[pos + 6:pos + 8], "little"), pos + 8
+        if element == 0x0010:
+            syntax = data[start:start + size].rstrip(b"\x00 ")
+        pos = start + size
+    return (pos, syntax) if pos <= len(data) else None
+
+
 def _check_inflated_size(data: bytes, max_pixels: float) -> None:
     """A deflated dataset must not inflate past what an image within ``max_pixels`` needs
-    (16-bit pixels, plus ``HEADER_ALLOWANCE``): checked by inflating at most that much,
-    before pydicom inflates all of it."""
-    if data[132:136] != b"\x02\x00\x00\x00" or data[136:138] != b"UL":
-        return  # no group length: pydicom reads it (or refuses it) as it is
-    end = 144 + int.from_bytes(data[140:144], "little")
-    if DEFLATED not in data[144:end] or not math.isfinite(max_pixels):
+    (16-bit pixels, plus ``HEADER_ALLOWANCE``): counted by inflating it in 1 MB pieces that are
+    thrown away, before pydicom inflates all of it in memory."""
+    meta = _meta_end(data)
+    if meta is None:
+        if DEFLATED in data[132:132 + 2**16]:  # pydicom might still find it: refuse, do not guess
+            raise ImageDecodeError("deflated DICOM whose file meta group cannot be read element by element")
+        return
+    end, syntax = meta
+    if syntax != DEFLATED or not math.isfinite(max_pixels):
         return
     limit = int(max_pixels * 2) + HEADER_ALLOWANCE
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    inflater.decompress(data[end:], limit)
-    if inflater.unconsumed_tail:
+    inflater, pending, total = zlib.decompressobj(-zlib.MAX_WBITS), data[end:], 0
+    while pending and total <= limit:
+        piece = inflater.decompress(pending, 2**20)
+        total, pending = total + len(piece), inflater.unconsumed_tail
+        if not piece:
+            break
+    if total > limit:
         raise ImageDecodeError(f"deflated DICOM that inflates to more than {limit / 1e6:.0f} MB, more "
                                f"than an image of {max_pixels / 1e6:.3g} megapixels needs "
                                "(PIL.Image.MAX_IMAGE_PIXELS)")
@@ -104,10 +144,18 @@ def _gray8(data: bytes, max_pixels: float, scope: bool) -> tuple[np.ndarray, lis
     if "PixelData" not in ds:
         raise ImageDecodeError("DICOM file without pixel data (a report or a structure, not an image)")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if photometric not in ("MONOCHROME1", "MONOCHROME2") or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+    frames = ds.get("NumberOfFrames")
+    if frames is not None and str(frames).strip() in ("", "0"):
+        # invalid (PS3.3: 1 or more); pydicom would warn and assume 1: said here, in the row
+        notes.append(f"DICOM NumberOfFrames is {str(frames).strip() or 'empty'} (invalid): read as 1 frame")
+        ds.NumberOfFrames = 1
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or int(ds.get("NumberOfFrames", 1)) != 1:
         raise ImageDecodeError(f"DICOM {photometric} with {ds.get('NumberOfFrames', 1)} frame(s): only "
                                "single-frame grayscale (MONOCHROME1/2) X-rays are read")
-    pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if scope and shape_refusal(columns, rows):
+        raise OutOfScopeError(shape_refusal(columns, rows))
+    pixels = rows * columns
     if pixels > max_pixels:
         raise ImageDecodeError(f"image is {pixels / 1e6:.3g} megapixels, over the limit of "
                                f"{max_pixels / 1e6:.3g} megapixels (PIL.Image.MAX_IMAGE_PIXELS, the guard "

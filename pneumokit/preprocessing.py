@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .catalog import PREPROCESSING_PRESETS
-from .config import IMAGE_FORMATS, JPEG_DRAFT, RESIZE_METHOD
+from .config import IMAGE_FORMATS, JPEG_DRAFT, RESIZE_METHOD, shape_refusal
 from .dicom import DICOM_EXTENSIONS, is_dicom, read_dicom
 from .errors import ConfigError, ImageDecodeError, OutOfScopeError
 from .files import unreadable
@@ -53,10 +53,30 @@ def to_grayscale8(img: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8))
     if img.mode == "F":
         raise ImageDecodeError("32-bit float images are not supported; save as 8- or 16-bit")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        # Drop alpha; X-rays carry no meaning in transparency.
-        img = img.convert("RGBA").convert("RGB")
+    if _has_alpha(img):
+        # Flattened onto black, as a viewer shows it on a dark background: what is transparent is
+        # not read (the input gate refuses such images before this; docs/gate.md)
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
     return img.convert("L")
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+
+
+def check_opaque(img: Image.Image) -> None:
+    """``OutOfScopeError`` for an image with transparent pixels: a radiograph is opaque, and what
+    a transparent pixel hides is not what anyone sees. An alpha channel that is opaque everywhere
+    passes."""
+    if not _has_alpha(img):
+        return
+    alpha = np.asarray(img.convert("RGBA").getchannel("A"))
+    see_through = float(np.mean(alpha < 255))
+    if see_through > 0:
+        raise OutOfScopeError(f"image has transparent pixels ({see_through:.0%} of them, "
+                              f"{float(np.mean(alpha == 0)):.0%} fully); a chest X-ray is opaque: save it "
+                              "without transparency")
 
 
 def decode(source, size: int | None, *, draft: bool = JPEG_DRAFT) -> np.ndarray:
@@ -96,10 +116,13 @@ def read_image(source, size: int | None, *, draft: bool = JPEG_DRAFT,
         with Image.open(source, formats=IMAGE_FORMATS) as img:
             if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):  # whatever the filters
                 raise Image.DecompressionBombError(f"Image size ({img.width * img.height} pixels)")
+            if scope and shape_refusal(img.width, img.height):  # from the header: nothing decoded
+                raise OutOfScopeError(shape_refusal(img.width, img.height))
             if draft and size is not None and img.format == "JPEG":
                 img.draft("L", (size, size))
             ImageOps.exif_transpose(img, in_place=True)
             if scope:
+                check_opaque(img)
                 check_grayscale(img)
             return _sized(to_grayscale8(img), size), []
     except (ImageDecodeError, OutOfScopeError):

@@ -38,6 +38,7 @@ from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from .config import MAX_CONCURRENT, MAX_UPLOAD_FILES, MAX_UPLOAD_MB
+from .dicom import quiet_pydicom
 from .files import printable
 
 RAW_TYPES = ("image/jpeg", "image/png", "application/dicom", "application/octet-stream")
@@ -192,6 +193,7 @@ def app_from_env():
 
     from .runtime import Predictor
 
+    quiet_pydicom()
     cfg = json.loads(os.environ[_ENV])
     return create_app(Predictor(cfg["model"], providers=cfg["providers"]), **cfg["limits"])
 

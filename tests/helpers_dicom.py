@@ -48,3 +48,22 @@ def write_dicom(path: Path, gray8: np.ndarray, *, bits: int = 16, monochrome1: b
             setattr(ds, key, value)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def deflate_bomb(path: Path, inflated_mb: int = 512, group_length: bool = False) -> Path:
+    """A deflated DICOM (1.2.840.10008.1.2.1.99) whose dataset inflates to ``inflated_mb`` MB from
+    about 0.5 MB; without ``group_length`` its file meta has no (0002,0000), as PS3.10 allows
+    readers to meet. The compressed stream is made in 1 MB pieces, never whole in memory."""
+    import zlib
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    small = write_dicom(path, np.zeros((8, 8), np.uint8), syntax=DeflatedExplicitVRLittleEndian).read_bytes()
+    assert small[132:138] == b"\x02\x00\x00\x00UL"
+    meta_end = 144 + int.from_bytes(small[140:144], "little")
+    meta = small[:meta_end] if group_length else small[:132] + small[144:meta_end]
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(2**20)
+    stream = [deflater.compress(zeros) for _ in range(inflated_mb)]
+    path.write_bytes(meta + b"".join(stream) + deflater.flush())
+    return path

@@ -3,6 +3,8 @@ decode to the very pixels of the JPEG they came from, and so score the same."""
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +100,34 @@ def test_train_on_a_dicom_dataset(tmp_path):
                                        "--registry", str(tmp_path / "reg"), "--quiet", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["ref"] == "cnn_optimized:1"
+
+
+@pytest.mark.parametrize("group_length", [False, True])
+def test_a_deflate_bomb_is_refused_whatever_its_file_meta_says(tmp_path, group_length):
+    """Issue 24, row 2: a 0.5 MB deflated file that inflates to 512 MB, with and without the
+    optional group length, is refused after inflating in 1 MB pieces (peak memory of a normal
+    decode), in a fresh process so the peak is this decode's."""
+    from helpers_dicom import deflate_bomb
+
+    bomb = deflate_bomb(tmp_path / "bomb.dcm", 512, group_length)
+    assert bomb.stat().st_size < 2_000_000
+    probe = ("import resource, sys\n"
+             "from pneumokit.preprocessing import decode\n"
+             "from pneumokit.errors import ImageDecodeError\n"
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+             "try:\n    decode(sys.argv[1], 224)\n    print('decoded')\n"
+             "except ImageDecodeError as exc:\n    print(exc)\n"
+             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, timeout=120)
+    message, grown_mb = done.stdout.strip().splitlines()
+    assert "deflated DICOM that inflates to more than" in message, done.stdout + done.stderr
+    assert int(grown_mb) < 100, f"peak memory grew by {grown_mb} MB"
+
+
+def test_a_file_meta_without_group_length_still_reads(tmp_path):
+    """The element walk finds the dataset of an ordinary file without (0002,0000)."""
+    gray = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    data = write_dicom(tmp_path / "a.dcm", gray).read_bytes()
+    stripped = tmp_path / "b.dcm"
+    stripped.write_bytes(data[:132] + data[144:])
+    np.testing.assert_array_equal(decode(stripped, None), gray)

@@ -332,3 +332,78 @@ def test_a_file_whose_gate_contract_was_removed_or_loosened_is_refused(exported,
         onnx.save(proto, str(path))
         with pytest.raises(ModelFileError, match="pneumokit.gate"):
             Predictor(path, providers="cpu")
+
+
+def _strip(path, width, height):
+    Image.new("L", (width, height), 128).save(path)
+    return path
+
+
+@pytest.mark.parametrize("size, said", [
+    ((1, 1), "image is 1x1 pixels; a chest X-ray to score is at least 32 pixels a side"),
+    ((31, 200), "image is 31x200 pixels; a chest X-ray to score is at least 32"),
+    ((129, 32), "image is 129x32 pixels, a 4.03:1 strip; a chest X-ray is at most 4:1"),
+])
+def test_images_with_nothing_to_read_are_refused_from_the_header(tmp_path, size, said):
+    with pytest.raises(OutOfScopeError, match=said):
+        read_image(str(_strip(tmp_path / "s.png", *size)), 32)
+    assert decode(str(tmp_path / "s.png"), 32).shape == (32, 32)  # the gate off: decoded as before
+    assert read_image(str(_strip(tmp_path / "ok.png", 128, 32)), 32)[0].shape == (32, 32)  # 4:1 exactly
+
+
+def test_a_long_strip_is_refused_before_its_pixels_are_decoded(tmp_path, monkeypatch):
+    """Issue 24, row 6: an 89,000,000x1 PNG (its file is small) is refused by its header."""
+    path = _strip(tmp_path / "long.png", 89_000_000, 1)
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self) or None)
+    with pytest.raises(OutOfScopeError, match="image is 89000000x1 pixels"):
+        read_image(str(path), 32)
+    assert decoded == []
+
+
+def test_a_dicom_strip_is_refused_by_its_header(tmp_path):
+    with pytest.raises(OutOfScopeError, match="image is 300x20 pixels"):
+        read_image(str(write_dicom(tmp_path / "s.dcm", np.full((20, 300), 90, np.uint8))), 32)
+
+
+def test_transparent_images_are_refused_and_opaque_alpha_is_not(tmp_path):
+    """Issue 24, row 15: what a transparent pixel hides is not read as if it were shown."""
+    gray = _gray()
+    hidden = np.dstack([gray, gray, gray, np.zeros_like(gray)])
+    Image.fromarray(hidden, "RGBA").save(tmp_path / "clear.png")
+    with pytest.raises(OutOfScopeError, match=r"transparent pixels \(100% of them, 100% fully\)"):
+        read_image(str(tmp_path / "clear.png"), None)
+    assert decode(str(tmp_path / "clear.png"), None).max() == 0  # gate off: flattened onto black
+    Image.fromarray(np.dstack([gray, gray, gray, np.full_like(gray, 255)]), "RGBA").save(tmp_path / "o.png")
+    np.testing.assert_array_equal(read_image(str(tmp_path / "o.png"), None)[0], gray)
+    Image.fromarray(np.dstack([gray, np.full_like(gray, 128)]), "LA").save(tmp_path / "la.png")
+    with pytest.raises(OutOfScopeError, match=r"transparent pixels \(100% of them, 0% fully\)"):
+        read_image(str(tmp_path / "la.png"), None)
+
+
+def test_number_of_frames_0_is_a_note_not_a_pydicom_warning(tmp_path):
+    """Issue 24, row 11: pydicom would warn and assume one frame; the row says so instead."""
+    import warnings
+
+    path = write_dicom(tmp_path / "f.dcm", _gray(), tags={"NumberOfFrames": 0})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        pixels, notes = read_image(str(path), None)
+    assert [str(w.message) for w in seen] == []
+    assert "DICOM NumberOfFrames is 0 (invalid): read as 1 frame" in notes
+    np.testing.assert_array_equal(pixels, _gray())
+
+
+def test_predict_gives_no_label_to_tiny_long_and_transparent_images(exported, tmp_path):
+    Image.new("L", (1, 1), 0).save(tmp_path / "one.png")
+    _strip(tmp_path / "long.png", 89_000_000, 1)
+    test = np.asarray(Image.open(exported["images"][0]).convert("L"))
+    Image.fromarray(np.dstack([test] * 3 + [np.zeros_like(test)]), "RGBA").save(tmp_path / "clear.png")
+    write_dicom(tmp_path / "frames0.dcm", test, tags={"NumberOfFrames": 0})
+    out = subprocess.run([sys.executable, "-m", "pneumokit.cli", "predict", "heat:1", str(tmp_path), "--registry",
+                          str(exported["registry"]), "--json"], capture_output=True, text=True, timeout=300)
+    rows = {Path(r["path"]).name: r for r in json.loads(out.stdout)["predictions"]}
+    for name in ("one.png", "long.png", "clear.png"):
+        assert rows[name]["label"] is None and rows[name]["in_scope"] is False, rows[name]
+    assert "Warning" not in out.stderr and "pydicom" not in out.stderr, out.stderr
+    assert "NumberOfFrames is 0 (invalid): read as 1 frame" in rows["frames0.dcm"]["notes"], rows["frames0.dcm"]
