@@ -590,8 +590,9 @@ def _load_fold(run: _Run, k: int) -> FoldResult:
 def _fold_problem(fold: FoldResult, run: _Run, k: int) -> str | None:
     """What is wrong with a loaded fold file, or None."""
     if fold.settings_sha256 != run.settings_sha256:
-        return (f"trained under other settings or data (settings_sha256 {fold.settings_sha256[:12] or 'absent'}"
-                f", the run's is {run.settings_sha256[:12]})")
+        recorded = fold.settings_sha256[:12] or "absent"
+        return (f"trained under other settings or data (settings_sha256 {recorded}, the run's is "
+                f"{run.settings_sha256[:12]})")
     if fold.fold != k:
         return f"fold is {fold.fold!r}, not {k}"
     expected = run.index[run.index["fold"] == k]
@@ -602,7 +603,8 @@ def _fold_problem(fold: FoldResult, run: _Run, k: int) -> str | None:
                              ("labels", fold.labels, lambda v: np.isin(v, (0, 1)))):
         bad = np.flatnonzero(~ok(values))
         if bad.size:
-            return f"{name}[{bad[0]}] is {values[bad[0]].item()!r} (probabilities lie in [0, 1], labels are 0 or 1)"
+            return (f"{name}[{bad[0]}] is {values[bad[0]].item()!r} (probabilities lie in [0, 1], labels "
+                    "are 0 or 1)")
     truth = dict(zip(expected["path"], expected["label"], strict=True))
     for i, (p, y) in enumerate(zip(fold.paths, fold.labels.tolist(), strict=True)):
         if p not in truth:

@@ -118,7 +118,8 @@ def test_a_deflate_bomb_is_refused_whatever_its_file_meta_says(tmp_path, group_l
              "try:\n    decode(sys.argv[1], 224)\n    print('decoded')\n"
              "except ImageDecodeError as exc:\n    print(exc)\n"
              "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
-    done = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", probe, str(bomb)], capture_output=True, text=True,
+                          timeout=120)
     message, grown_mb = done.stdout.strip().splitlines()
     assert "deflated DICOM that inflates to more than" in message, done.stdout + done.stderr
     assert int(grown_mb) < 100, f"peak memory grew by {grown_mb} MB"

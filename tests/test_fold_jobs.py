@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from filelock import FileLock
 from helpers import make_dataset
 
 from pneumokit.config import CVConfig
@@ -51,8 +50,9 @@ def test_concurrent_fold_jobs_and_a_merge_equal_one_sequential_run(data, tmp_pat
 
 def _job(out, k, env_extra=None):
     env = {**os.environ, "PNEUMOKIT_LOAD_PLUGINS": "", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "pneumokit.cli", "cv", "--resume", str(out), "--only-fold",
-                             str(k), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "pneumokit.cli", "cv", "--resume", str(out),
+                             "--only-fold", str(k), "--quiet"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")

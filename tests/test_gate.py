@@ -400,10 +400,12 @@ def test_predict_gives_no_label_to_tiny_long_and_transparent_images(exported, tm
     test = np.asarray(Image.open(exported["images"][0]).convert("L"))
     Image.fromarray(np.dstack([test] * 3 + [np.zeros_like(test)]), "RGBA").save(tmp_path / "clear.png")
     write_dicom(tmp_path / "frames0.dcm", test, tags={"NumberOfFrames": 0})
-    out = subprocess.run([sys.executable, "-m", "pneumokit.cli", "predict", "heat:1", str(tmp_path), "--registry",
-                          str(exported["registry"]), "--json"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "pneumokit.cli", "predict", "heat:1", str(tmp_path),
+                          "--registry", str(exported["registry"]), "--json"], capture_output=True, text=True,
+                         timeout=300)
     rows = {Path(r["path"]).name: r for r in json.loads(out.stdout)["predictions"]}
     for name in ("one.png", "long.png", "clear.png"):
         assert rows[name]["label"] is None and rows[name]["in_scope"] is False, rows[name]
     assert "Warning" not in out.stderr and "pydicom" not in out.stderr, out.stderr
-    assert "NumberOfFrames is 0 (invalid): read as 1 frame" in rows["frames0.dcm"]["notes"], rows["frames0.dcm"]
+    frames0 = rows["frames0.dcm"]
+    assert "NumberOfFrames is 0 (invalid): read as 1 frame" in frames0["notes"], frames0
