@@ -823,15 +823,22 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
               help="Most image files in one request.")
 @click.option("--max-concurrent", type=click.IntRange(1, 256), default=C.MAX_CONCURRENT, show_default=True,
               help="Requests decoded and scored at once per worker; the others wait.")
+@click.option("--max-pending-mb", type=click.FloatRange(1, 100_000), default=C.MAX_PENDING_MB,
+              show_default=True, callback=lambda ctx, param, v: _finite(param, v),
+              help="MB of request bodies held at once per worker; more gets 503 with Retry-After.")
+@click.option("--request-timeout", type=click.FloatRange(0.1, 3600), default=C.REQUEST_TIMEOUT,
+              show_default=True, callback=lambda ctx, param, v: _finite(param, v),
+              help="Seconds a client has for its request headers, and as many for its body.")
 @click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
 @registry_option
-def serve_command(model, host, port, workers, providers, max_upload_mb, max_files, max_concurrent, access_log,
-                  registry_root):
+def serve_command(model, host, port, workers, providers, max_upload_mb, max_files, max_concurrent,
+                  max_pending_mb, request_timeout, access_log, registry_root):
     """Serve an exported model over HTTP: a page at /, and the JSON API /v1/predict, /v1/model,
     /health (MODEL: a .onnx file or a registry ref). See docs/serve.md."""
     from .serve import run
 
-    limits = {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_concurrent": max_concurrent}
+    limits = {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_concurrent": max_concurrent,
+              "max_pending_mb": max_pending_mb, "request_timeout": request_timeout}
     run(model, registry_root=registry_root, host=host, port=port, workers=workers, providers=providers,
         limits=limits, access_log=access_log)
 

@@ -72,6 +72,12 @@ DEFAULT_PORT = 8000
 MAX_UPLOAD_MB = 20.0  # a request body over this is refused (413)
 MAX_UPLOAD_FILES = 64  # files in one multipart request
 MAX_CONCURRENT = 2  # requests decoded and scored at once per worker (each may need ~1 GB at the pixel limit)
+# Request bodies held at once per worker, in MB: reserved (Content-Length, else the upload limit)
+# before a body is read; a request over the budget gets 503 with Retry-After, its body unread.
+MAX_PENDING_MB = 100.0
+# Seconds a client has to send its request headers (from connecting, or from the last response
+# on a kept-alive connection) and, once they are in, its whole body; then it is dropped
+REQUEST_TIMEOUT = 30.0
 EXPLAIN_METHODS = ("auto", "cam", "grad-cam")  # pneumokit explain --method (docs/explain.md)
 LR_SCHEDULES = ("cosine", "constant")
 DEFAULT_LR_SCHEDULE = "cosine"

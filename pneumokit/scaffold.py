@@ -19,10 +19,16 @@ RESERVED = ("pneumokit", "example")
 # a lowercase identifier whose underscores separate words, so "pneumokit-" + name with "-" for
 # "_" is a valid distribution name (no "--", no trailing "-")
 PLUGIN_NAME = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+# the name goes into file and folder names ("pneumokit-NAME", "pneumokit_NAME"), the records'
+# names ("NAME_exposure") and a temporary folder's: 64 keeps each well under a file system's 255
+MAX_PLUGIN_NAME = 64
 
 
 def names(name: str) -> dict[str, str]:
     """The template's placeholders for plugin ``name``: name, dist, package, pneumokit_version."""
+    if isinstance(name, str) and len(name) > MAX_PLUGIN_NAME:
+        raise ConfigError(f"plugin name is {len(name)} characters long; at most {MAX_PLUGIN_NAME} (it names "
+                          "the plugin's folder, package and files). E.g. 'chestnet'")
     if not isinstance(name, str) or not PLUGIN_NAME.fullmatch(name) or name in RESERVED:
         raise ConfigError(f"plugin name {name!r}: use lowercase letters and digits, words joined by "
                           "single underscores, starting with a letter; not 'pneumokit' or 'example'. "

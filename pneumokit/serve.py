@@ -18,14 +18,24 @@ could be scored (422; each result names its own problem). A request with some go
 files is a 200 with per-file errors, as ``pneumokit predict`` does. Unknown paths
 and methods are 404 and 405, in JSON too. At most ``max_concurrent`` requests are
 decoded and scored at once; the others wait their turn.
+
+Hostile clients (docs/reliability.md): request bodies held at once are bounded by a
+byte budget reserved *before* a body is read (``max_pending_mb``; over it: 503 with
+``Retry-After``); a client gets ``request_timeout`` seconds for its headers and as
+many for its body (then 408, or the connection is closed); a client that goes away
+is one info line in the log; memory freed after large bodies goes back to the system.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 import os
 from importlib import resources
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 import numpy as np
 from anyio import CapacityLimiter
@@ -33,11 +43,12 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .config import MAX_CONCURRENT, MAX_UPLOAD_FILES, MAX_UPLOAD_MB
+from .config import MAX_CONCURRENT, MAX_PENDING_MB, MAX_UPLOAD_FILES, MAX_UPLOAD_MB, REQUEST_TIMEOUT
 from .dicom import quiet_pydicom
 from .files import printable
 
@@ -45,8 +56,46 @@ RAW_TYPES = ("image/jpeg", "image/png", "application/dicom", "application/octet-
 FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
+LOG = logging.getLogger("uvicorn.error")  # uvicorn's own server log: one line per event
+TRIM_AFTER = 16 * 2**20  # bytes of bodies handled before memory is handed back when idle
+
+
 class _TooLarge(Exception):
     pass
+
+
+class _Gone(Exception):
+    pass
+
+
+class _Budget:
+    """Bytes of request bodies reserved in this worker (one event loop: no lock needed). When the
+    last request in flight ends after large bodies, freed memory is handed back (``_trim``)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.reserved, self.in_flight, self.since_trim = limit, 0, 0, 0
+
+    def reserve(self, size: int) -> bool:
+        if self.reserved + size > self.limit:
+            return False
+        self.reserved, self.in_flight, self.since_trim = self.reserved + size, self.in_flight + 1, \
+            self.since_trim + size
+        return True
+
+    def release(self, size: int) -> None:
+        self.reserved, self.in_flight = self.reserved - size, self.in_flight - 1
+        if self.in_flight == 0 and self.since_trim > TRIM_AFTER:
+            self.since_trim = 0
+            _trim()
+
+
+def _trim() -> None:
+    """glibc keeps freed memory in its arenas (RSS stays at the peak); ``malloc_trim`` returns it.
+    Elsewhere (macOS, musl) nothing is done."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def model_info(predictor) -> dict:
@@ -69,11 +118,13 @@ def model_info(predictor) -> dict:
 
 
 def create_app(predictor, *, max_upload_mb: float = MAX_UPLOAD_MB, max_files: int = MAX_UPLOAD_FILES,
-               max_concurrent: int = MAX_CONCURRENT):
+               max_concurrent: int = MAX_CONCURRENT, max_pending_mb: float = MAX_PENDING_MB,
+               request_timeout: float = REQUEST_TIMEOUT):
     """The ASGI app serving ``predictor`` (a ``pneumokit.runtime.Predictor``)."""
     info = model_info(predictor)
     limit = int(max_upload_mb * 1_000_000)
     scoring = CapacityLimiter(max_concurrent)
+    budget = _Budget(int(max_pending_mb * 1_000_000))
     page = resources.files("pneumokit").joinpath("static/index.html").read_text(encoding="utf-8")
 
     async def index(request: Request):
@@ -95,14 +146,39 @@ def create_app(predictor, *, max_upload_mb: float = MAX_UPLOAD_MB, max_files: in
         if heatmap and predictor.heatmap_output is None:
             return _error(400, "?heatmap=1: this model has no heatmap output; export it with "
                                "`pneumokit export REF --heatmap` and serve that")
+        request.state.heatmap = heatmap
+        size = _declared(request, limit)
+        if size > limit:
+            return _too_large(max_upload_mb)
+        if not budget.reserve(size):
+            LOG.info("503 to %s: %.1f MB of request bodies already in flight (--max-pending-mb %g)",
+                     _client(request), budget.reserved / 1e6, max_pending_mb)
+            return _error(503, f"busy: {budget.reserved / 1e6:.0f} MB of uploads are in flight, the most "
+                               "this server holds (pneumokit serve --max-pending-mb); retry shortly",
+                          {"Retry-After": "2"})
         try:
-            sources = await _sources(request, limit, max_files)
+            return await _answer(request)
+        finally:
+            budget.release(size)
+
+    async def _answer(request: Request):
+        try:
+            with anyio.fail_after(request_timeout):
+                sources = await _sources(request, limit, max_files)
         except _TooLarge:
-            return _error(413, f"request body is over the upload limit of {max_upload_mb:g} MB "
-                               "(pneumokit serve --max-upload-mb)")
+            return _too_large(max_upload_mb)
+        except TimeoutError:
+            LOG.info("408 to %s: its body did not arrive in %g s (--request-timeout)", _client(request),
+                     request_timeout)
+            return _error(408, f"the request body did not arrive in {request_timeout:g} s "
+                               "(pneumokit serve --request-timeout)")
+        except _Gone:
+            LOG.info("%s went away during its upload", _client(request))
+            return _error(400, "client disconnected")
         if isinstance(sources, JSONResponse):
             return sources
-        rows = await anyio.to_thread.run_sync(_score, predictor, sources, heatmap, limiter=scoring)
+        rows = await anyio.to_thread.run_sync(_score, predictor, sources, request.state.heatmap,
+                                              limiter=scoring)
         body = {"model": info["ref"] or info["exported_as"], "threshold": predictor.threshold,
                 "class_names": predictor.class_names, "gate": info["gate"]["state"], "results": rows}
         if all(r["error"] for r in rows):
@@ -119,21 +195,39 @@ def create_app(predictor, *, max_upload_mb: float = MAX_UPLOAD_MB, max_files: in
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """A JSON error; with a body left unread (4xx, 5xx) the connection is closed after it."""
+    return JSONResponse({"error": message}, status_code=status,
+                        headers={"Connection": "close", **(headers or {})})
+
+
+def _too_large(max_upload_mb: float) -> JSONResponse:
+    return _error(413, f"request body is over the upload limit of {max_upload_mb:g} MB "
+                       "(pneumokit serve --max-upload-mb)")
+
+
+def _declared(request: Request, limit: int) -> int:
+    """The bytes to reserve for a body: its Content-Length, else (chunked) the upload limit."""
+    declared = request.headers.get("content-length", "").strip()
+    return int(declared) if declared.isdigit() else limit
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "a client"
 
 
 async def _body(request: Request, limit: int) -> bytes:
-    """The whole body, refused (``_TooLarge``) as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
+    """The whole body, refused (``_TooLarge``) as soon as it passes ``limit`` bytes; ``_Gone``
+    when the client disconnects first."""
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _Gone from None
     return b"".join(chunks)
 
 
@@ -182,6 +276,57 @@ def _score(predictor, sources, heatmap: bool) -> list[dict]:
     return rows
 
 
+# --- headers that never finish: uvicorn's HTTP/1.1 protocol with a deadline for them ------------
+
+_TIMEOUT_ENV = "PNEUMOKIT_SERVE_TIMEOUT"  # read by every worker process
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request headers are not complete
+    ``request_timeout`` seconds after it opened, or after its last response (uvicorn itself waits
+    for them for ever: a client sending half a header holds a connection)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.header_timeout = float(os.environ.get(_TIMEOUT_ENV, REQUEST_TIMEOUT))
+        self._header_timer, self._waiting_for = None, None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._await_headers()
+
+    def on_response_complete(self) -> None:
+        self._await_headers()  # before super(): it may start a pipelined request at once
+        super().on_response_complete()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._header_timer is not None and self.cycle is not self._waiting_for:
+            self._stop_timer()  # a request's headers are in
+
+    def connection_lost(self, exc) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        self._stop_timer()
+        self._waiting_for = self.cycle
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_overdue)
+
+    def _stop_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_overdue(self) -> None:
+        self._header_timer = None
+        if self.cycle is self._waiting_for and not self.transport.is_closing():
+            client = "{}:{}".format(*self.client) if self.client else "a client"
+            LOG.info("closed the connection of %s: no complete request headers in %g s (--request-timeout)",
+                     client, self.header_timeout)
+            self.transport.close()
+
+
 # --- several workers: each process opens the model itself, from this variable ---------------
 
 _ENV = "PNEUMOKIT_SERVE"
@@ -201,7 +346,8 @@ def app_from_env():
 def run(model: str, *, registry_root, host: str, port: int, workers: int, providers: str,
         limits: dict, access_log: bool = False) -> None:
     """Open the model and the port (errors are one line, before anything is served), then serve.
-    ``limits``: ``create_app``'s max_upload_mb, max_files and max_concurrent."""
+    ``limits``: ``create_app``'s max_upload_mb, max_files, max_concurrent, max_pending_mb and
+    request_timeout."""
     import json
 
     import uvicorn
@@ -219,15 +365,16 @@ def run(model: str, *, registry_root, host: str, port: int, workers: int, provid
     if predictor.gate is None:
         print("warning: this model has no input gate: images that are not chest X-rays still get a label; "
               "train and export it again (docs/gate.md)", flush=True)
+    os.environ[_TIMEOUT_ENV] = str(limits.get("request_timeout", REQUEST_TIMEOUT))
     if workers == 1:
         uvicorn.run(create_app(predictor, **limits), host=host, port=port, log_level="info",
-                    access_log=access_log)
+                    access_log=access_log, http=TimedH11Protocol)
         return
     # the file, not the ref: an alias moved while workers start must not split them between versions
     os.environ[_ENV] = json.dumps({"model": str(predictor.path.resolve()), "providers": providers,
                                    "limits": limits})
     uvicorn.run("pneumokit.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="info", access_log=access_log)
+                log_level="info", access_log=access_log, http=TimedH11Protocol)
 
 
 def _check_address(host: str, port: int) -> None:

@@ -60,3 +60,28 @@ def test_cluster_commands_run_under_dash():
     text = (ROOT / "docs" / "cluster.md").read_text()
     wraps = re.findall(r'--wrap\s*\\?\s*"([^"]*)"', text)
     assert wraps and not any(re.search(r"(^|[;&|]\s*)source\s", w.strip()) for w in wraps), wraps
+
+
+def test_the_decoded_dicom_transfer_syntaxes_are_the_documented_ones():
+    """docs/data.md's table of DICOM transfer syntaxes is what pydicom decodes with pneumokit's own
+    dependencies (issue 24, row 17). Installing a codec (pylibjpeg, gdcm) adds syntaxes: then
+    this fails until the table says so."""
+    import re
+
+    import pydicom.uid
+    from pydicom.pixels import get_decoder
+
+    text = (ROOT / "docs" / "data.md").read_text()
+    section = text[text.index("**What is decoded, exactly.**"):text.index("JPEG Lossless (Process 14")]
+    documented = set()
+    for uids in re.findall(r"^\|[^|]*\| (1\.2\.840[^|]*)\|", section, re.M):
+        first, *more = (u.strip() for u in uids.split(","))
+        documented |= {first} | {first.rsplit(".", 1)[0] + suffix for suffix in more}
+    decoded = set()
+    for uid in pydicom.uid.AllTransferSyntaxes:
+        try:
+            if get_decoder(uid).is_available:
+                decoded.add(str(uid))
+        except NotImplementedError:  # no decoder exists for it in pydicom (video, JPIP)
+            pass
+    assert documented == decoded

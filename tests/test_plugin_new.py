@@ -43,6 +43,7 @@ def test_new_plugin_installs_and_passes_its_own_tests(tmp_path):
     ("my__net", "use lowercase letters and digits"),
     ("pneumokit", "not 'pneumokit' or 'example'"),
     ("tiny", "its records tiny_cnn would clash with installed ones"),
+    ("a" * 300, "plugin name is 300 characters long; at most 64"),  # issue 24, row 16
 ])
 def test_bad_names_are_one_line(tmp_path, name, words):
     out = CliRunner().invoke(main, ["plugin", "new", name, "--dir", str(tmp_path)])
