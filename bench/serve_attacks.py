@@ -135,7 +135,8 @@ def run_server(cmd: list[str], port: int, args, dicoms) -> dict:
         result["stall"] = attack(proc, port, [stall] * args.clients, "wait", args.give_up)
         result["half_header"] = attack(proc, port, [b"POST /v1/predict HTTP/1.1\r\nHost: b\r\nContent-"] * 20,
                                        "wait", args.give_up)
-        result["disconnect"] = attack(proc, port, [head(1_000_000) + bytes(500_000)] * 20, "close", args.give_up)
+        result["disconnect"] = attack(proc, port, [head(1_000_000) + bytes(500_000)] * 20, "close",
+                                      args.give_up)
         for name, body in zip(("dicom_normal", "dicom_bomb"), dicoms, strict=True):
             sampler = Sampler(proc.pid)
             sampler.start()
@@ -174,7 +175,8 @@ def main():
                       "idle_rss_mb_after": bounded["idle_rss_mb_after"],
                       "start_rss_mb": bounded["start_rss_mb"],
                       "tracebacks_in_log": bounded["tracebacks_in_log"],
-                      "peak_ratio": round(unbounded["stall"]["peak_rss_mb"] / bounded["stall"]["peak_rss_mb"], 2)}))
+                      "peak_ratio": round(unbounded["stall"]["peak_rss_mb"]
+                                          / bounded["stall"]["peak_rss_mb"], 2)}))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from pneumokit.registry import Registry
 from pneumokit.runtime import Predictor
 from pneumokit.serve import create_app
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc/PID/status (Linux)")
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"),
+                                reason="reads /proc/PID/status (Linux)")
 
 TIMEOUT_S = 4  # --request-timeout for these servers
 
@@ -46,8 +47,8 @@ def _reply(s: socket.socket) -> bytes:
 
 
 def _head(length: int, extra: str = "") -> bytes:
-    return (f"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\nContent-Length: {length}\r\n"
-            f"{extra}\r\n").encode()
+    return (f"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {length}\r\n{extra}\r\n").encode()
 
 
 def _stalled_upload(url: str, declared: int, sent: bytes, out: list, i: int) -> None:
@@ -78,7 +79,8 @@ def test_forty_stalled_uploads_are_bounded_answered_and_dropped(server):
     url, proc = server
     sent = bytes(19_900_000)
     out = [None] * 40
-    clients = [threading.Thread(target=_stalled_upload, args=(url, 20_000_000, sent, out, i)) for i in range(40)]
+    clients = [threading.Thread(target=_stalled_upload, args=(url, 20_000_000, sent, out, i))
+               for i in range(40)]
     for c in clients:
         c.start()
     time.sleep(1.0)
