@@ -35,7 +35,7 @@ def one_line_error(result, *needles):
 @pytest.fixture
 def image(tmp_path):
     path = tmp_path / "x.png"
-    Image.fromarray(np.full((20, 20), 120, np.uint8)).save(path)
+    Image.fromarray(np.full((40, 40), 120, np.uint8)).save(path)
     return path
 
 
