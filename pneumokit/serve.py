@@ -29,7 +29,7 @@ is one info line in the log; memory freed after large bodies goes back to the sy
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 from importlib import resources
@@ -91,11 +91,18 @@ class _Budget:
 
 def _trim() -> None:
     """glibc keeps freed memory in its arenas (RSS stays at the peak); ``malloc_trim`` returns it.
-    Elsewhere (macOS, musl) nothing is done."""
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
+    Elsewhere (macOS, musl, Windows) there is no such call and nothing is done."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the process's own symbols: glibc's, on Linux
+    except (OSError, AttributeError, TypeError):
+        return None
 
 
 def model_info(predictor) -> dict:
