@@ -589,8 +589,10 @@ def _load_fold(run: _Run, k: int) -> FoldResult:
 
 def _fold_problem(fold: FoldResult, run: _Run, k: int) -> str | None:
     """What is wrong with a loaded fold file, or None."""
+    if not fold.settings_sha256:
+        return "has no settings_sha256 (written by an older pneumokit, or edited)"
     if fold.settings_sha256 != run.settings_sha256:
-        recorded = fold.settings_sha256[:12] or "absent"
+        recorded = fold.settings_sha256[:12]
         return (f"trained under other settings or data (settings_sha256 {recorded}, the run's is "
                 f"{run.settings_sha256[:12]})")
     if fold.fold != k:

@@ -105,7 +105,7 @@ def _edit_fold(out, k, edit):
     (lambda r: r["paths"].__setitem__(1, r["paths"][0]), r"paths\[1\] .* listed twice"),
     (lambda r: r["labels"].__setitem__(0, 1 - r["labels"][0]), r"labels\[0\] is \d but .* is labelled"),
     (lambda r: r.__setitem__("settings_sha256", "0" * 64), "trained under other settings or data"),
-    (lambda r: r.pop("settings_sha256"), "settings_sha256 absent"),
+    (lambda r: r.pop("settings_sha256"), "has no settings_sha256"),
     (lambda r: r.__setitem__("fold", 2), "fold is 2, not 1"),
 ])
 def test_an_edited_fold_file_is_refused_at_the_merge_naming_it(done_run, tmp_path, edit, needle):
