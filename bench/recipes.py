@@ -29,5 +29,6 @@ RECIPES = {
     "acquisition_224": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden",
                          "image_size": 224}, 0),
     "default_ensemble": ({}, 5),
+    "default_224": ({"image_size": 224}, 0),  # issue 25: a candidate for the accurate recipe
     "acquisition_ensemble": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden"}, 5),
 }

@@ -13,7 +13,7 @@ from importlib.metadata import PackageNotFoundError  # noqa: E402
 from importlib.metadata import version as _version  # noqa: E402
 
 from .backend import check_backend  # noqa: E402
-from .catalog import Architecture, Augmentation, CatalogError  # noqa: E402
+from .catalog import Architecture, Augmentation, CatalogError, Recipe  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .plugins import get_catalog, load_plugins  # noqa: E402
 
@@ -35,6 +35,7 @@ _LAZY = {
     "adapt": "adapt",
     "evaluate": "evaluate",
     "Manifest": "manifest",
+    "recipe_config": "recipes",
     "Registry": "registry",
     "Predictor": "runtime",
     "SeededAugmentation": "augmentations.layers",
@@ -60,6 +61,7 @@ __all__ = [
     "Architecture",
     "Augmentation",
     "CatalogError",
+    "Recipe",
     "__version__",
     "get_catalog",
     "hookimpl",

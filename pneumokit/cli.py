@@ -232,6 +232,35 @@ def list_augmentations(pattern: str | None, as_json: bool) -> None:
         click.echo(f"no augmentation matches {pattern!r}", err=True)
 
 
+@main.command("list-recipes")
+@click.argument("pattern", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def list_recipes(pattern: str | None, as_json: bool) -> None:
+    """List training recipes (train/cv --recipe NAME), with their measured cost and figures."""
+    catalog = loaded().catalog
+    records = [r.to_dict() for r in catalog.list_recipes(pattern)]
+    _warn_plugin_errors()
+    if as_json:
+        _echo_json(records)
+    elif records:
+        click.echo(_table([_recipe_row(r, catalog) for r in records],
+                          ["name", "model", "epochs", "train_min", "figures", "plugin", "description"]))
+    else:
+        click.echo(f"no recipe matches {pattern!r}", err=True)
+
+
+def _recipe_row(r: dict, catalog) -> dict:
+    """A recipe's table row: the model and size it trains, and its first two figures."""
+    s, minutes = r["settings"], r["train_minutes"]
+    arch = s.get("architecture", C.DEFAULT_ARCHITECTURE)
+    size = s.get("image_size") or (catalog.architectures[arch].image_size if arch in catalog.architectures
+                                   else "?")
+    return {"name": r["name"], "model": f"{arch} @ {size} px", "epochs": s.get("epochs", C.DEFAULT_EPOCHS),
+            "train_min": "not measured" if minutes is None else f"{minutes:g}", "plugin": r["plugin"],
+            "figures": ", ".join(f"{k} {v:g}" for k, v in list(r["figures"].items())[:2]) or "-",
+            "description": r["description"]}
+
+
 @main.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def plugins_command(as_json: bool) -> None:
@@ -245,6 +274,8 @@ def plugins_command(as_json: bool) -> None:
         click.echo(f"  hooks: {', '.join(r['hooks']) or '-'}")
         click.echo(f"  architectures: {', '.join(r['architectures']) or '-'}")
         click.echo(f"  augmentations: {', '.join(r['augmentations']) or '-'}")
+        if r["recipes"]:
+            click.echo(f"  recipes: {', '.join(r['recipes'])}")
         if r["error"]:
             click.echo(f"  error: {r['error']}")
 
@@ -334,6 +365,9 @@ def _format_check(r: dict) -> str:
 
 _FIT_OPTIONS = [
     data_option,
+    click.option("--recipe", default=None,
+                 help=f"A named set of the settings below (`pneumokit list-recipes`; default "
+                      f"{C.DEFAULT_RECIPE}); options given as well override its fields."),
     click.option("--model", "architecture", default=None,
                  help=f"Architecture name (default: {C.DEFAULT_ARCHITECTURE})."),
     click.option("--epochs", type=click.IntRange(1), default=None,
@@ -381,17 +415,22 @@ def fit_options(command):
     return command
 
 
-def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool):
-    """A ``TrainConfig``/``CVConfig`` from the options given; the rest keep their defaults."""
-    return cls(**{k: v for k, v in given.items() if v is not None},
-               options=_parse_options(options), skip_bad=skip_bad)
+def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool, recipe: str | None):
+    """A ``TrainConfig``/``CVConfig`` from the recipe (``fast`` by default) and, over its fields,
+    the options given."""
+    from .recipes import recipe_config
+
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if options:
+        chosen["options"] = _parse_options(options)
+    return recipe_config(recipe or C.DEFAULT_RECIPE, cls, **chosen, skip_bad=skip_bad)
 
 
 @main.command("train")
 @fit_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
-def train_command(data_dir, architecture, epochs, batch_size, image_size, augment, options,
+def train_command(data_dir, recipe, architecture, epochs, batch_size, image_size, augment, options,
                   learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
                   val_fraction, seed, name, registry_root, skip_bad, jpeg_draft, quiet, as_json):
     """Train one model on the train (+ val) split and register it as a new version."""
@@ -405,7 +444,7 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
              "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
              "target_sensitivity": target_sensitivity, "val_fraction": val_fraction, "seed": seed,
              "jpeg_draft": jpeg_draft or None}
-    config = _config(TrainConfig, given, options, skip_bad)
+    config = _config(TrainConfig, given, options, skip_bad, recipe)
     result = train(config, data_dir, registry=Registry(registry_root), name=name,
                    progress=progress_enabled(quiet or as_json),
                    echo=(lambda line: None) if quiet or as_json else
@@ -452,8 +491,8 @@ def train_command(data_dir, architecture, epochs, batch_size, image_size, augmen
                    "$SLURM_ARRAY_TASK_ID, or $JOB_COMPLETION_INDEX + 1 (Kubernetes counts from 0).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no notices.")
 @json_option
-def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, augment, options, grouping,
-               ensemble, learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
+def cv_command(data_dir, recipe, architecture, folds, epochs, batch_size, image_size, augment, options,
+               grouping, ensemble, learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
                val_fraction, precision, xla, seed, output, resume, name, registry_root, no_final,
                plan, only_fold, skip_bad, jpeg_draft, quiet, as_json):
     """Cross-validate a model (patient-grouped, stratified k-fold) and register a final model."""
@@ -472,15 +511,21 @@ def cv_command(data_dir, architecture, folds, epochs, batch_size, image_size, au
         raise click.UsageError("--plan starts a run folder: it cannot take --resume or --only-fold")
     if only_fold is not None and not resume:
         raise click.UsageError("--only-fold needs --resume DIR (a folder made with --plan)")
-    if only_fold is not None and (data_dir or options or skip_bad or no_final or name
+    if only_fold is not None and (data_dir or options or skip_bad or no_final or name or recipe
                                   or any(v is not None for v in given.values())):
         raise click.UsageError("--only-fold takes every setting from the run folder: give only "
                                "--resume DIR, --only-fold K and --quiet/--json")
     config, overrides = None, None
     if resume is None:
-        config = _config(CVConfig, given, options, skip_bad)
+        config = _config(CVConfig, given, options, skip_bad, recipe)
     else:  # only what was given again, compared with the run's own settings
         overrides = {k: v for k, v in given.items() if v is not None}
+        if recipe:  # given again: its settings (with the options given) must be the run's
+            from .catalog import RECIPE_FIELDS
+            from .recipes import recipe_config
+
+            full = recipe_config(recipe, CVConfig, **overrides).to_dict()
+            overrides = {k: full[k] for k in (*RECIPE_FIELDS, "recipe")}
         overrides |= {"options": _parse_options(options)} if options else {}
         overrides |= {"skip_bad": True} if skip_bad else {}
     notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
@@ -616,6 +661,11 @@ def _summary(mv) -> list[str]:
                      f"ECE {cal['ece']:.4f})")
     if meta.get("ensemble"):
         lines.append(f"  ensemble: mean of {meta['ensemble']['folds']} fold models")
+    recipe = meta.get("recipe")
+    if isinstance(recipe, dict):
+        changed = ", ".join(f"{k}={v}" for k, v in (recipe.get("overridden") or {}).items())
+        lines.append(f"  recipe: {recipe['name']} ({recipe.get('plugin') or 'not installed'})"
+                     + (f", with {changed}" if changed else ""))
     for key, value in meta.get("metrics", {}).items():
         value = value.get("at_threshold", value) if isinstance(value, dict) else value
         if isinstance(value, dict) and "auc" in value:

@@ -41,6 +41,7 @@ def shape_refusal(width: int, height: int) -> str | None:
     return None
 
 DEFAULT_ARCHITECTURE = "cnn_optimized"
+DEFAULT_RECIPE = "fast"  # the recipe whose settings are the defaults below (pneumokit/recipes.py)
 DEFAULT_BATCH_SIZE = 64  # the original project's
 DEFAULT_SEED = 42
 DEFAULT_THRESHOLD = 0.5
@@ -147,10 +148,13 @@ class TrainConfig:
     options: dict = field(default_factory=dict)  # the architecture builder's options
     skip_bad: bool = False
     jpeg_draft: bool = JPEG_DRAFT  # opt-in: faster decoding of large JPEGs (see above)
+    recipe: str = DEFAULT_RECIPE  # the recipe these settings came from (a label; --recipe)
 
     def __post_init__(self):
         # Checked here, so a bad setting fails before any training, not after it.
         _as_python(self)
+        _check(isinstance(self.recipe, str) and self.recipe.isidentifier(),
+               f"recipe must be a recipe's name, got {self.recipe!r}")
         _check(self.lr_schedule in LR_SCHEDULES,
                f"lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
         _check(self.threshold_rule in THRESHOLD_RULES,

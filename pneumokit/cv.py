@@ -33,7 +33,7 @@ import pandas as pd
 from . import gate
 from .calibration import calibrate, check_finite
 from .catalog import Architecture
-from .config import CLASS_NAMES, CV_SPLITS, CVConfig
+from .config import CLASS_NAMES, CV_SPLITS, DEFAULT_RECIPE, CVConfig
 from .data import scan
 from .errors import ResumeError
 from .files import atomic_path, check_output_folder, write_csv_atomic, write_json_atomic
@@ -545,6 +545,7 @@ def read_run(out: Path) -> dict:
     if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)
             and isinstance(saved.get("data"), str) and isinstance(saved.get("dataset"), dict)):
         raise ResumeError(f"{path}: damaged (not a pneumokit run record); start a new run")
+    saved["config"].setdefault("recipe", DEFAULT_RECIPE)  # a run from before recipes had the defaults
     missing = sorted(set(CVConfig.__dataclass_fields__) - set(saved["config"]))
     if missing:
         raise ResumeError(f"{out} was started by an older pneumokit (its settings lack "
@@ -618,8 +619,9 @@ def _fold_problem(fold: FoldResult, run: _Run, k: int) -> str | None:
 
 
 def _fold_settings(config: dict) -> dict:
-    """The settings that decide the folds' results (``ensemble`` only decides what is registered)."""
-    return {k: v for k, v in config.items() if k != "ensemble"}
+    """The settings that decide the folds' results (``ensemble`` only decides what is registered;
+    ``recipe`` names where the settings came from)."""
+    return {k: v for k, v in config.items() if k not in ("ensemble", "recipe")}
 
 
 def fold_model_path(out: Path, k: int) -> Path:

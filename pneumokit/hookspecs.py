@@ -21,3 +21,8 @@ def register_architectures(register):
 @hookspec
 def register_augmentations(register):
     """Register augmentations: call ``register(pneumokit.Augmentation(...))``."""
+
+
+@hookspec
+def register_recipes(register):
+    """Register training recipes: call ``register(pneumokit.Recipe(...))``."""

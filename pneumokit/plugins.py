@@ -19,7 +19,7 @@ from importlib import metadata
 import pluggy
 
 from . import hookspecs
-from .catalog import BUILTIN_PLUGIN, Architecture, Augmentation, Catalog, CatalogError
+from .catalog import BUILTIN_PLUGIN, Architecture, Augmentation, Catalog, CatalogError, Recipe
 from .errors import one_line
 
 ENTRY_POINT_GROUP = "pneumokit"
@@ -29,6 +29,7 @@ LOAD_ENV = "PNEUMOKIT_LOAD_PLUGINS"
 _HOOKS = {
     "register_architectures": (Architecture, "architectures"),
     "register_augmentations": (Augmentation, "augmentations"),
+    "register_recipes": (Recipe, "recipes"),
 }
 
 
@@ -42,6 +43,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     architectures: list[str] = field(default_factory=list)
     augmentations: list[str] = field(default_factory=list)
+    recipes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -57,6 +59,7 @@ class PluginInfo:
             "hooks": sorted(set(self.hooks)),
             "architectures": self.architectures,
             "augmentations": self.augmentations,
+            "recipes": self.recipes,
             "error": self.error,
         }
 

@@ -10,6 +10,7 @@ import pandas as pd
 from .catalog import Architecture
 from .config import CLASS_NAMES, TrainConfig
 from .preprocessing import Preprocessing
+from .recipes import recipe_record
 
 PACKAGES = ("pneumokit", "tensorflow", "tensorflow-cpu", "keras", "numpy", "tf2onnx", "onnx",
             "onnxruntime", "onnxruntime-gpu", "scikit-learn", "pillow")
@@ -47,6 +48,7 @@ def model_metadata(arch: Architecture, config: TrainConfig, pre: Preprocessing, 
         "preprocessing": pre.to_dict(),
         "metrics": metrics,
         "dataset": dataset_fingerprint(index, root),
+        "recipe": recipe_record(config),
         "packages": package_versions(),
         **extra,
     }

@@ -19,6 +19,10 @@ Architectures: build at a small size to ``(None, 1)``; a float32 probability in
 saved as ``.keras`` and reloaded, it predicts the same; converted to ONNX, it
 predicts the same within the export's tolerance.
 
+Recipes: the settings make a valid ``TrainConfig``; the architecture is installed and
+takes the recipe's options; the augmentation spec builds; the model builds at the
+recipe's image size.
+
 Augmentations: shape, float32 and the 0..255 range are kept, and the images change
 when training; identity at inference; a seed repeats the augmentation (the builder's
 ``seed``, and a per-call ``seed`` when ``call`` takes one); float32 under
@@ -341,12 +345,57 @@ def _fused_matches(aug):
         f"average, {levels.max():.3g} at most")
 
 
+# --- recipes ---------------------------------------------------------------------------------
+
+def recipe_checks(recipe, catalog=None) -> list[tuple[str, Callable[[], None]]]:
+    """``(name, check)`` pairs for one ``Recipe`` record, against ``catalog`` (the loaded one by
+    default): its settings make a valid ``TrainConfig``, its architecture is installed and takes
+    its options, its augmentation spec builds, and the model builds at its image size."""
+    return [(name, lambda fn=fn: fn(recipe, catalog)) for name, fn in (
+        ("settings_are_valid", _recipe_config), ("builds", _recipe_builds))]
+
+
+def check_recipe(recipe, catalog=None) -> None:
+    """Run every recipe check on ``recipe``; ``AssertionError`` at the first failure."""
+    for _name, check in recipe_checks(recipe, catalog):
+        check()
+
+
+def _recipe_config(recipe, catalog):
+    from .config import TrainConfig
+    from .errors import PneumokitError
+
+    try:
+        return TrainConfig(**{**recipe.settings, "recipe": recipe.name})
+    except PneumokitError as exc:
+        raise AssertionError(f"recipe {recipe.name}: its settings are not a valid TrainConfig: "
+                             f"{exc}") from None
+
+
+def _recipe_builds(recipe, catalog):
+    from .errors import PneumokitError
+    from .pipeline import build_augmentations
+    from .plugins import get_catalog
+
+    config, catalog = _recipe_config(recipe, catalog), catalog or get_catalog()
+    try:
+        arch = catalog.architecture(config.architecture)
+        arch.check_options(config.options)
+        build_augmentations(config.augment, catalog, seed=0)
+    except PneumokitError as exc:
+        raise AssertionError(f"recipe {recipe.name}: {exc}") from None
+    size = config.image_size or arch.image_size
+    model = arch.build((size, size, arch.channels), **{**config.options, **small_options(arch)})
+    assert model.output_shape == (None, 1), (
+        f"recipe {recipe.name}: {arch.name} at {size} px gives {model.output_shape}, expected (None, 1)")
+
+
 # --- pytest -------------------------------------------------------------------------------------
 
 def plugin_checks(dist_name: str) -> list[tuple[str, Callable[[], None]]]:
     """``(id, check)`` for every record the distribution ``dist_name`` registers; a plugin that
     fails to load, or registers nothing, gives one check that fails saying so."""
-    from .plugins import _normalize, load_plugins
+    from .plugins import _normalize, get_catalog, load_plugins
 
     if _normalize(dist_name) not in _installed():
         return [_failing(f"{dist_name}:loads", f"plugin {dist_name}: no installed distribution has that "
@@ -356,10 +405,10 @@ def plugin_checks(dist_name: str) -> list[tuple[str, Callable[[], None]]]:
     if info is None or info.error:
         why = info.error if info else "it has no entry point in the 'pneumokit' group"
         return [_failing(f"{dist_name}:loads", f"plugin {dist_name}: {why}")]
-    if not info.architectures and not info.augmentations:
+    if not info.architectures and not info.augmentations and not info.recipes:
         return [_failing(f"{dist_name}:registers", f"plugin {dist_name} loads but registers nothing: are "
                          "its hooks decorated with @pneumokit.hookimpl and named register_architectures / "
-                         "register_augmentations?")]
+                         "register_augmentations / register_recipes?")]
     out = []
     for name in info.architectures:
         arch = loaded.catalog.architecture(name)
@@ -367,6 +416,10 @@ def plugin_checks(dist_name: str) -> list[tuple[str, Callable[[], None]]]:
     for name in info.augmentations:
         aug = loaded.catalog.augmentation(name)
         out += [(f"augmentation:{name}:{check}", fn) for check, fn in augmentation_checks(aug)]
+    full = get_catalog()  # a recipe may use another plugin's architecture: checked with everything loaded
+    for name in info.recipes:
+        recipe = loaded.catalog.recipe(name)
+        out += [(f"recipe:{name}:{check}", fn) for check, fn in recipe_checks(recipe, full)]
     return out
 
 

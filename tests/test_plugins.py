@@ -135,7 +135,7 @@ def test_cli_keeps_working_and_reports_broken_plugin(fake_entry_points):
     assert "bad syntax" in records["broken-plugin"]["error"]
     assert records["pneumokit"]["error"] is None
     assert set(records["pneumokit"]["hooks"]) == {"register_architectures",
-                                                  "register_augmentations"}
+                                                  "register_augmentations", "register_recipes"}
 
 
 def test_separately_installed_distribution_is_discovered_by_a_fresh_process(tmp_path):
