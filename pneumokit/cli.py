@@ -525,7 +525,7 @@ def cv_command(data_dir, recipe, architecture, folds, epochs, batch_size, image_
             from .recipes import recipe_config
 
             full = recipe_config(recipe, CVConfig, **overrides).to_dict()
-            overrides = {k: full[k] for k in (*RECIPE_FIELDS, "recipe")}
+            overrides = {**{k: full[k] for k in (*RECIPE_FIELDS, "recipe")}, **overrides}
         overrides |= {"options": _parse_options(options)} if options else {}
         overrides |= {"skip_bad": True} if skip_bad else {}
     notices = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))

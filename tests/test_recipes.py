@@ -102,5 +102,10 @@ def test_cv_resume_takes_the_recipe_again_or_refuses_another(data, tmp_path):
                                       "--output", str(run), "--no-final", *TINY, *common])
     assert first.exit_code == 0, first.output
     assert json.loads((run / "run.json").read_text())["config"]["recipe"] == "fast"
+    other = CliRunner().invoke(main, ["cv", "--resume", str(run), "--recipe", "fast", *common])
+    assert other.exit_code == 1 and "epochs: 1 -> 20" in other.output  # fast's own 20 epochs differ
+    folds = CliRunner().invoke(main, ["cv", "--resume", str(run), "--recipe", "fast", "--folds", "3",
+                                      *TINY[:-3], *common])
+    assert folds.exit_code == 1 and "folds: 2 -> 3" in folds.output
     again = CliRunner().invoke(main, ["cv", "--resume", str(run), "--recipe", "fast", *TINY[:-3], *common])
     assert again.exit_code == 0, again.output
