@@ -1,6 +1,5 @@
 """Folds as independent jobs over one run folder (issue 13): plan, concurrent fold jobs, merge."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import pytest
 from helpers import make_dataset
 
 from pneumokit.config import CVConfig
-from pneumokit.cv import fold_from_env, plan_cv, run_cv, run_fold
+from pneumokit.cv import _settings_sha256, fold_from_env, plan_cv, run_cv, run_fold
 from pneumokit.errors import ResumeError
 
 TINY = dict(folds=2, epochs=2, image_size=32, batch_size=8, augment="crop", val_fraction=0.25)
@@ -132,9 +131,7 @@ def test_folds_trained_under_an_edited_run_json_are_not_pooled(done_run, tmp_pat
     with pytest.raises(ResumeError, match=r"run.json: its settings or data record were edited"):
         run_fold(out, 2, echo=lambda s: None)  # before training under them, not after
     # the fingerprint edited too: the fold files trained under the old settings are named
-    record["settings_sha256"] = hashlib.sha256(json.dumps(
-        {"config": {k: v for k, v in record["config"].items() if k != "ensemble"},
-         "dataset": record["dataset"]["sha256"]}, sort_keys=True).encode()).hexdigest()
+    record["settings_sha256"] = _settings_sha256(record["config"], record["dataset"])
     (out / "run.json").write_text(json.dumps(record))
     with pytest.raises(ResumeError, match=r"fold_1.json: trained under other settings or data"):
         run_cv(None, None, resume=out, final=False, echo=lambda s: None)
