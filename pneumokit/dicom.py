@@ -153,8 +153,8 @@ def _gray8(data: bytes, max_pixels: float, scope: bool) -> tuple[np.ndarray, lis
         raise ImageDecodeError(f"DICOM {photometric} with {ds.get('NumberOfFrames', 1)} frame(s): only "
                                "single-frame grayscale (MONOCHROME1/2) X-rays are read")
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if scope and shape_refusal(columns, rows):
-        raise OutOfScopeError(shape_refusal(columns, rows))
+    if scope and (why := shape_refusal(columns, rows)):
+        raise OutOfScopeError(why)
     pixels = rows * columns
     if pixels > max_pixels:
         raise ImageDecodeError(f"image is {pixels / 1e6:.3g} megapixels, over the limit of "

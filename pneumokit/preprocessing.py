@@ -116,8 +116,8 @@ def read_image(source, size: int | None, *, draft: bool = JPEG_DRAFT,
         with Image.open(source, formats=IMAGE_FORMATS) as img:
             if img.width * img.height > (Image.MAX_IMAGE_PIXELS or math.inf):  # whatever the filters
                 raise Image.DecompressionBombError(f"Image size ({img.width * img.height} pixels)")
-            if scope and shape_refusal(img.width, img.height):  # from the header: nothing decoded
-                raise OutOfScopeError(shape_refusal(img.width, img.height))
+            if scope and (why := shape_refusal(img.width, img.height)):  # from the header: nothing decoded
+                raise OutOfScopeError(why)
             if draft and size is not None and img.format == "JPEG":
                 img.draft("L", (size, size))
             ImageOps.exif_transpose(img, in_place=True)

@@ -78,12 +78,14 @@ class _Budget:
     def reserve(self, size: int) -> bool:
         if self.reserved + size > self.limit:
             return False
-        self.reserved, self.in_flight, self.since_trim = self.reserved + size, self.in_flight + 1, \
-            self.since_trim + size
+        self.reserved += size
+        self.in_flight += 1
+        self.since_trim += size
         return True
 
     def release(self, size: int) -> None:
-        self.reserved, self.in_flight = self.reserved - size, self.in_flight - 1
+        self.reserved -= size
+        self.in_flight -= 1
         if self.in_flight == 0 and self.since_trim > TRIM_AFTER:
             self.since_trim = 0
             _trim()
