@@ -30,5 +30,6 @@ RECIPES = {
                          "image_size": 224}, 0),
     "default_ensemble": ({}, 5),
     "default_224": ({"image_size": 224}, 0),  # issue 25: a candidate for the accurate recipe
+    "default_members5": ({"members": 5}, 0),  # issue 25: a deep ensemble of 5 default networks
     "acquisition_ensemble": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden"}, 5),
 }

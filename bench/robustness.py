@@ -76,6 +76,17 @@ def score(model, threshold, inputs, pre, labels) -> dict:
     return out
 
 
+def member_aucs(model, inputs, pre, labels) -> dict:
+    """{member_k: {shift: AUC}} of each network of a deep ensemble (``--members``), by its own
+    logit: the paired comparison of the ensemble with the networks it averages."""
+    import keras
+
+    subs = [la for la in model.layers if isinstance(la, keras.Model) and la.name.startswith("member_")]
+    return {m.name: {shift: binary_metrics(labels, m.predict(pre.normalize(images.astype(np.float32)),
+                                                             verbose=0, batch_size=128).ravel(), 0.0)["auc"]
+                     for shift, images in inputs.items()} for m in subs}
+
+
 def worst(shifts: dict) -> dict:
     keys = ("auc", "specificity", "sensitivity", "accuracy", "specificity_at_0.5", "sensitivity_at_0.5",
             "accuracy_at_0.5")
@@ -127,6 +138,7 @@ def main():
                 inputs_by_rule[key] = shifted_inputs(test["path"].tolist(), pre)
             model = registry.load_model(mv.ref)
             shifts = score(model, mv.metadata["threshold"], inputs_by_rule[key], pre, labels)
+            members = member_aucs(model, inputs_by_rule[key], pre, labels)
             keras.backend.clear_session()
             config = {k: v for k, v in mv.metadata["config"].items()
                       if k in {f.name for f in dataclasses.fields(CVConfig)}}
@@ -135,6 +147,9 @@ def main():
                              "threshold_rule": mv.metadata.get("threshold_rule"),
                              "temperature": mv.metadata.get("calibration", {}).get("temperature"),
                              "train_minutes": round(minutes, 2), "shifts": shifts, **worst(shifts)}
+            if members:
+                results[name]["members"] = {k: {"shifts": v, "worst_auc": min(v.values()), "auc": v["none"]}
+                                            for k, v in members.items()}
             r = results[name]
             print(f"\n{name}: {minutes:.1f} min, threshold {r['threshold']:.3f} ({r['threshold_rule']}), "
                   f"temperature {r['temperature']}")
@@ -148,6 +163,8 @@ def main():
                   f"specificity {r['worst_specificity']:.4f}; at 0.5: sensitivity "
                   f"{r['worst_sensitivity_at_0.5']:.4f}, specificity {r['worst_specificity_at_0.5']:.4f}",
                   flush=True)
+            for k, v in r.get("members", {}).items():
+                print(f"  {k}: AUC {v['auc']:.4f}, worst AUC {v['worst_auc']:.4f}", flush=True)
             if args.output:
                 (base / "robustness.json").write_text(json.dumps(results, indent=2))
     first = results[names[0]]

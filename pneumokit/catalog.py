@@ -188,7 +188,7 @@ class Augmentation:
 
 # The settings a recipe may fix: what decides how a model is trained, not where its data or
 # registry are (``seed``, ``skip_bad``, ``jpeg_draft`` and cv's fold settings stay the user's)
-RECIPE_FIELDS = ("architecture", "image_size", "epochs", "batch_size", "augment", "learning_rate",
+RECIPE_FIELDS = ("architecture", "image_size", "members", "epochs", "batch_size", "augment", "learning_rate",
                  "lr_schedule", "bn_refresh", "threshold_rule", "target_sensitivity", "patience",
                  "val_fraction", "options")
 

@@ -255,7 +255,9 @@ def _recipe_row(r: dict, catalog) -> dict:
     arch = s.get("architecture", C.DEFAULT_ARCHITECTURE)
     size = s.get("image_size") or (catalog.architectures[arch].image_size if arch in catalog.architectures
                                    else "?")
-    return {"name": r["name"], "model": f"{arch} @ {size} px", "epochs": s.get("epochs", C.DEFAULT_EPOCHS),
+    members = s.get("members", 1)
+    model = f"{members} x {arch}" if members > 1 else arch
+    return {"name": r["name"], "model": f"{model} @ {size} px", "epochs": s.get("epochs", C.DEFAULT_EPOCHS),
             "train_min": "not measured" if minutes is None else f"{minutes:g}", "plugin": r["plugin"],
             "figures": ", ".join(f"{k} {v:g}" for k, v in list(r["figures"].items())[:2]) or "-",
             "description": r["description"]}
@@ -374,6 +376,9 @@ _FIT_OPTIONS = [
                  help=f"Maximum epochs (per fold in cv; default {C.DEFAULT_EPOCHS})."),
     click.option("--batch-size", type=click.IntRange(1), default=None,
                  help=f"Batch size (default {C.DEFAULT_BATCH_SIZE})."),
+    click.option("--members", type=click.IntRange(1, C.MAX_MEMBERS), default=None,
+                 help="Networks to train from seeds SEED, SEED+1, ... and average (a deep ensemble; "
+                      "each takes a full training's time; default 1)."),
     click.option("--image-size", type=click.IntRange(8), default=None,
                  help="Square input size (default: the architecture's)."),
     click.option("--augment", default=None,
@@ -430,7 +435,7 @@ def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool, recipe: 
 @fit_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @json_option
-def train_command(data_dir, recipe, architecture, epochs, batch_size, image_size, augment, options,
+def train_command(data_dir, recipe, architecture, epochs, batch_size, members, image_size, augment, options,
                   learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
                   val_fraction, seed, name, registry_root, skip_bad, jpeg_draft, quiet, as_json):
     """Train one model on the train (+ val) split and register it as a new version."""
@@ -439,7 +444,7 @@ def train_command(data_dir, recipe, architecture, epochs, batch_size, image_size
     from .registry import Registry
     from .train import train
 
-    given = {"architecture": architecture, "epochs": epochs, "batch_size": batch_size,
+    given = {"architecture": architecture, "epochs": epochs, "batch_size": batch_size, "members": members,
              "image_size": image_size, "augment": augment, "learning_rate": learning_rate,
              "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
              "target_sensitivity": target_sensitivity, "val_fraction": val_fraction, "seed": seed,
@@ -491,10 +496,10 @@ def train_command(data_dir, recipe, architecture, epochs, batch_size, image_size
                    "$SLURM_ARRAY_TASK_ID, or $JOB_COMPLETION_INDEX + 1 (Kubernetes counts from 0).")
 @click.option("--quiet", is_flag=True, help="No progress bars and no notices.")
 @json_option
-def cv_command(data_dir, recipe, architecture, folds, epochs, batch_size, image_size, augment, options,
-               grouping, ensemble, learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
-               val_fraction, precision, xla, seed, output, resume, name, registry_root, no_final,
-               plan, only_fold, skip_bad, jpeg_draft, quiet, as_json):
+def cv_command(data_dir, recipe, architecture, folds, epochs, batch_size, members, image_size, augment,
+               options, grouping, ensemble, learning_rate, lr_schedule, bn_refresh, threshold_rule,
+               target_sensitivity, val_fraction, precision, xla, seed, output, resume, name, registry_root,
+               no_final, plan, only_fold, skip_bad, jpeg_draft, quiet, as_json):
     """Cross-validate a model (patient-grouped, stratified k-fold) and register a final model."""
     from .config import CVConfig
     from .cv import run_cv
@@ -502,7 +507,7 @@ def cv_command(data_dir, recipe, architecture, folds, epochs, batch_size, image_
     from .registry import Registry
 
     given = {"architecture": architecture, "folds": folds, "epochs": epochs, "batch_size": batch_size,
-             "image_size": image_size, "augment": augment, "grouping": grouping,
+             "members": members, "image_size": image_size, "augment": augment, "grouping": grouping,
              "target_sensitivity": target_sensitivity, "learning_rate": learning_rate,
              "lr_schedule": lr_schedule, "bn_refresh": bn_refresh, "threshold_rule": threshold_rule,
              "ensemble": ensemble, "val_fraction": val_fraction, "precision": precision, "xla": xla,

@@ -98,6 +98,7 @@ MAX_EPOCHS = 100_000
 MAX_IMAGE_SIZE = 4096  # pixels per side, as for an architecture's image_size
 # Keras's and NumPy's seeds are unsigned 32-bit; derived seeds (seed + fold, + layer) stay below.
 MAX_SEED = 2**31 - 1
+MAX_MEMBERS = 20  # networks in one deep ensemble (``members``)
 GROUPINGS = ("patient", "image")  # "image" lets a patient's images leak across folds
 PRECISIONS = ("auto", "float32", "mixed")  # auto: mixed_float16 on GPUs with compute capability >= 7.0
 XLA_MODES = ("auto", "on", "off")  # auto: on with a GPU, off on CPU (where it is ~10x slower)
@@ -136,6 +137,7 @@ class TrainConfig:
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = DEFAULT_BATCH_SIZE
     image_size: int | None = None  # None: the architecture's default
+    members: int = 1  # >1: a deep ensemble, networks from seeds seed, seed+1, ... whose logits are averaged
     augment: str = DEFAULT_AUGMENT
     learning_rate: float = DEFAULT_LEARNING_RATE
     lr_schedule: str = DEFAULT_LR_SCHEDULE
@@ -164,7 +166,8 @@ class TrainConfig:
                f"target_sensitivity must be in (0, 1], got {self.target_sensitivity!r}")
         _check(is_number(self.learning_rate) and 0 < self.learning_rate <= 1,
                f"learning_rate must be a number in (0, 1], got {self.learning_rate!r}")
-        limits = (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, 2**20), ("patience", 0, MAX_EPOCHS))
+        limits = (("epochs", 1, MAX_EPOCHS), ("batch_size", 1, 2**20), ("patience", 0, MAX_EPOCHS),
+                  ("members", 1, MAX_MEMBERS))
         for key, low, high in limits:
             _check(is_int(getattr(self, key), low, high), f"{key} must be an integer in {low}..{high}, "
                                                           f"got {getattr(self, key)!r}")

@@ -54,9 +54,13 @@ class CalibratedMean(keras.layers.Layer):
 
 
 def logit_tensor(model):
-    """The model's logit as a tensor of its own graph (its inputs), or None if it does not
-    end in a one-unit sigmoid ``Dense`` layer."""
+    """The model's logit as a tensor of its own graph (its inputs), or None if it ends neither
+    in a one-unit sigmoid ``Dense`` layer nor in the stock head ``calibrated`` builds (a deep
+    ensemble's mean, whose logit is the temperature layer's output)."""
     last = model.layers[-1]
+    if last.name == "calibrated_probability" and isinstance(last, keras.layers.Activation) \
+            and isinstance(_producer(last.input), keras.layers.Rescaling):
+        return last.input
     if not (isinstance(last, keras.layers.Dense) and last.units == 1
             and last.activation is keras.activations.sigmoid):
         return None
@@ -66,7 +70,12 @@ def logit_tensor(model):
     return z
 
 
-def calibrated(models, temperature: float = 1.0, name: str | None = None):
+def _producer(tensor):
+    """The layer whose output ``tensor`` is."""
+    return tensor._keras_history[0]
+
+
+def calibrated(models, temperature: float = 1.0, name: str | None = None, member_name: str = "fold"):
     """One Keras model: the (mean of the) given model(s), temperature-scaled.
 
     Models ending in a sigmoid ``Dense`` (every built-in) are combined from
@@ -74,11 +83,15 @@ def calibrated(models, temperature: float = 1.0, name: str | None = None):
     and a sigmoid — so the saved file loads with plain Keras. Other models go
     through ``CalibratedMean`` on their probabilities. A single model is
     extended in place of its own graph (no nesting); several become sub-models
-    of one graph, named ``fold_1`` ... ``fold_k``.
+    of one graph, named ``fold_1`` ... ``fold_k`` (``member_name``: ``member_1`` ... for the
+    networks of a deep ensemble). A model that is itself ``calibrated`` gives its logit exactly
+    (``logit_tensor``), so calibrating a deep ensemble, or averaging several, stays exact.
     """
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if len(models) == 1 and temperature_of(models[0]) is not None:  # already has the stock head
+        return retempered(models[0], temperature, name=name)
     shape = tuple(models[0].input_shape[1:])
     if any(tuple(m.input_shape[1:]) != shape for m in models):
         raise ValueError("models to average must share one input shape")
@@ -87,7 +100,8 @@ def calibrated(models, temperature: float = 1.0, name: str | None = None):
     if len(models) == 1:
         inputs, outs = models[0].inputs, [logits[0] if exact else models[0].outputs[0]]
     else:
-        members = [keras.Model(m.inputs, z if exact else m.outputs[0], name=f"fold_{k}")
+        members = [keras.Model(m.inputs[0] if len(m.inputs) == 1 else m.inputs,  # a list of one warns
+                               z if exact else m.outputs[0], name=f"{member_name}_{k}")
                    for k, (m, z) in enumerate(zip(models, logits, strict=True), start=1)]
         inputs = keras.Input(shape=shape, name="image")
         outs = [m(inputs) for m in members]
@@ -101,7 +115,7 @@ def calibrated(models, temperature: float = 1.0, name: str | None = None):
     return keras.Model(inputs, out, name=name or (models[0].name if len(models) == 1 else "ensemble"))
 
 
-def retempered(model, factor: float, shift: float = 0.0):
+def retempered(model, factor: float, shift: float = 0.0, name: str | None = None):
     """``model`` (a ``calibrated`` one) with its calibrated logit ``u`` replaced by ``u / factor +
     shift``: the temperature multiplied by ``factor`` and (Platt) the logit moved by ``shift``.
     The weights are shared, not copied."""
@@ -119,7 +133,7 @@ def retempered(model, factor: float, shift: float = 0.0):
     offset = float(head.offset) / float(factor) + float(shift)
     z = keras.layers.Rescaling(scale, offset, dtype="float32", name="temperature")(head.input)
     out = keras.layers.Activation("sigmoid", dtype="float32", name="calibrated_probability")(z)
-    return keras.Model(model.inputs, out, name=model.name)
+    return keras.Model(model.inputs, out, name=name or model.name)
 
 
 def temperature_of(model) -> float | None:

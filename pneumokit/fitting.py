@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -112,7 +112,7 @@ def fit(
     strategy=None,
     jit_compile: bool = False,
 ) -> FitResult:
-    """Build, compile and fit a model on the given images.
+    """Build, compile and fit a model (``config.members`` of them) on the given images.
 
     With validation images: early stopping on validation AUC (patience from
     the config), best weights restored. Without: exactly ``epochs`` epochs.
@@ -121,6 +121,10 @@ def fit(
     then follows the folds' own trajectory);
     with ``config.bn_refresh`` the batch-norm statistics are re-estimated on
     the unaugmented training images at the end (``refresh_batch_norm``).
+    With ``config.members`` > 1, member i is fitted the same way from seed
+    ``config.seed + i`` (its weights, shuffling and augmentation) and the
+    result is one model, the mean of the members' logits (a deep ensemble:
+    Lakshminarayanan et al. 2017); member 0 is the model ``members=1`` gives.
 
     Parameters
     ----------
@@ -130,27 +134,39 @@ def fit(
     strategy : a ``tf.distribute`` strategy to build and train under.
     jit_compile : XLA-compile the train step.
     """
-    import keras
     import tensorflow as tf
 
-    keras.utils.set_random_seed(config.seed)
     strategy = strategy or tf.distribute.get_strategy()
     pre = preprocessing or Preprocessing.for_architecture(arch, config.image_size,
                                                           jpeg_draft=config.jpeg_draft)
-    augs = build_augmentations(config.augment, catalog, seed=config.seed)
     train_images = load_images([str(p) for p in train_paths], pre, cache)
-    train_ds = make_dataset(train_paths, train_labels, pre, batch_size=config.batch_size,
-                            training=True, augmentations=augs, seed=config.seed, images=train_images)
-    epochs = epochs or config.epochs
-    rate = learning_rate_schedule(config, -(-len(train_paths) // config.batch_size),
-                                  max(epochs, schedule_epochs or config.epochs))
-    with strategy.scope():
-        model = arch.build_model((pre.height, pre.width, pre.channels), config.options)
-        compile_model(model, rate, jit_compile)
-    cbs = list(callbacks)
     val_ds = None
     if val_paths is not None and len(val_paths):
         val_ds = make_dataset(val_paths, val_labels, pre, batch_size=config.batch_size, cache=cache)
+    epochs = epochs or config.epochs
+    schedule = (-(-len(train_paths) // config.batch_size), max(epochs, schedule_epochs or config.epochs))
+    fits = [_fit_member(arch, replace(config, seed=config.seed + i), catalog, train_paths, train_labels,
+                        train_images, val_ds, pre, epochs, schedule, strategy, callbacks, jit_compile)
+            for i in range(config.members)]
+    if len(fits) == 1:
+        return fits[0]
+    return _mean_of(fits, arch.name, strategy, val_ds)
+
+
+def _fit_member(arch, config, catalog, train_paths, train_labels, train_images, val_ds, pre, epochs,
+                schedule, strategy, callbacks, jit_compile) -> FitResult:
+    """One network of ``fit``, seeded by ``config.seed``; ``schedule``: (steps per epoch, epochs)."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    augs = build_augmentations(config.augment, catalog, seed=config.seed)
+    train_ds = make_dataset(train_paths, train_labels, pre, batch_size=config.batch_size,
+                            training=True, augmentations=augs, seed=config.seed, images=train_images)
+    with strategy.scope():
+        model = arch.build_model((pre.height, pre.width, pre.channels), config.options)
+        compile_model(model, learning_rate_schedule(config, *schedule), jit_compile)
+    cbs = list(callbacks)
+    if val_ds is not None:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_auc", mode="max",
                                                  patience=config.patience,
                                                  restore_best_weights=True))
@@ -163,10 +179,22 @@ def fit(
     if config.bn_refresh:
         with strategy.scope():
             refresh_batch_norm(model, train_images, pre, config.batch_size)
-    val_prob = None
-    if val_ds is not None:
-        val_prob = predict(model, val_ds)
+    val_prob = predict(model, val_ds) if val_ds is not None else None
     return FitResult(model=model, history=hist, best_epoch=best_epoch, val_prob=val_prob)
+
+
+def _mean_of(fits: list[FitResult], name: str, strategy, val_ds) -> FitResult:
+    """The members' mean (of logits) as one fitted model: its history has a ``member`` column
+    (1-based), its best epoch is the members' median, its validation probabilities its own."""
+    from .ensemble import calibrated
+
+    with strategy.scope():
+        model = calibrated([f.model for f in fits], 1.0, name=name, member_name="member")
+    history = pd.concat([f.history.assign(member=i) for i, f in enumerate(fits, start=1)],
+                        ignore_index=True)
+    best_epoch = int(np.median([f.best_epoch for f in fits]))
+    val_prob = predict(model, val_ds) if val_ds is not None else None
+    return FitResult(model=model, history=history, best_epoch=best_epoch, val_prob=val_prob)
 
 
 def predict(model, dataset) -> np.ndarray:

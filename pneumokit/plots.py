@@ -23,15 +23,19 @@ def training_curves(histories: Sequence, path: Path, titles: Sequence[str] | Non
     rows = len(histories)
     fig, axes = plt.subplots(rows, 2, figsize=(10, 3 * rows), squeeze=False)
     for r, hist in enumerate(histories):
+        # a deep ensemble's history has a ``member`` column: one pair of lines per network
+        parts = list(hist.groupby("member")) if "member" in hist else [(None, hist)]
         for c, metric in enumerate(("loss", "auc")):
             ax = axes[r][c]
-            ax.plot(hist["epoch"], hist[metric], label="train")
-            if f"val_{metric}" in hist:
-                ax.plot(hist["epoch"], hist[f"val_{metric}"], label="validation")
+            for member, part in parts:
+                tag = f"member {member}, " if member is not None else ""
+                ax.plot(part["epoch"], part[metric], label=f"{tag}train")
+                if f"val_{metric}" in part:
+                    ax.plot(part["epoch"], part[f"val_{metric}"], label=f"{tag}validation", linestyle="--")
             ax.set_xlabel("epoch")
             ax.set_ylabel(metric)
             ax.set_title(f"{titles[r] + ': ' if titles else ''}{metric}")
-            ax.legend()
+            ax.legend(fontsize="small" if len(parts) > 1 else None)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
