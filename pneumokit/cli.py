@@ -664,8 +664,12 @@ def _summary(mv) -> list[str]:
         cal = meta["calibration"]
         lines.append(f"  calibration: temperature {cal['temperature']:.3f} (Brier {cal['brier']:.4f}, "
                      f"ECE {cal['ece']:.4f})")
+    members, seed = meta.get("config", {}).get("members", 1), meta.get("config", {}).get("seed")
     if meta.get("ensemble"):
-        lines.append(f"  ensemble: mean of {meta['ensemble']['folds']} fold models")
+        lines.append(f"  ensemble: mean of {meta['ensemble']['folds']} fold models"
+                     + (f" of {members} networks each" if members > 1 else ""))
+    elif members > 1:
+        lines.append(f"  ensemble: mean of {members} networks' logits (seeds {seed}..{seed + members - 1})")
     recipe = meta.get("recipe")
     if isinstance(recipe, dict):
         changed = ", ".join(f"{k}={v}" for k, v in (recipe.get("overridden") or {}).items())

@@ -27,11 +27,12 @@ def training_curves(histories: Sequence, path: Path, titles: Sequence[str] | Non
         parts = list(hist.groupby("member")) if "member" in hist else [(None, hist)]
         for c, metric in enumerate(("loss", "auc")):
             ax = axes[r][c]
-            for member, part in parts:
-                tag = f"member {member}, " if member is not None else ""
-                ax.plot(part["epoch"], part[metric], label=f"{tag}train")
+            for i, (member, part) in enumerate(parts):
+                tag, colour = (f"member {member}, ", f"C{i}") if member is not None else ("", None)
+                ax.plot(part["epoch"], part[metric], label=f"{tag}train", color=colour)
                 if f"val_{metric}" in part:
-                    ax.plot(part["epoch"], part[f"val_{metric}"], label=f"{tag}validation", linestyle="--")
+                    ax.plot(part["epoch"], part[f"val_{metric}"], label=f"{tag}validation",
+                            color=colour, linestyle="--" if colour else "-")
             ax.set_xlabel("epoch")
             ax.set_ylabel(metric)
             ax.set_title(f"{titles[r] + ': ' if titles else ''}{metric}")

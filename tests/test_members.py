@@ -93,7 +93,7 @@ def test_train_members_registers_one_calibrated_ensemble_that_exports(data, tmp_
     record = json.loads(exported.output)
     assert record["parity"]["max_abs_diff"] <= record["parity"]["tolerance"] and record["heatmap"]
     shown = CliRunner().invoke(main, ["registry", "show", version.ref, "--registry", str(reg)])
-    assert "members=2" in shown.output
+    assert "members=2" in shown.output and "ensemble: mean of 2 networks' logits (seeds 3..4)" in shown.output
 
 
 def test_cv_ensemble_of_deep_ensembles(data, tmp_path):
