@@ -70,6 +70,12 @@ def logit_tensor(model):
     return z
 
 
+def _inputs(model):
+    """The model's input tensor, or its list when it has several (a list of one makes Keras warn
+    at every call of the model built on it)."""
+    return model.inputs[0] if len(model.inputs) == 1 else model.inputs
+
+
 def _producer(tensor):
     """The layer whose output ``tensor`` is."""
     return tensor._keras_history[0]
@@ -98,10 +104,9 @@ def calibrated(models, temperature: float = 1.0, name: str | None = None, member
     logits = [logit_tensor(m) for m in models]
     exact = all(z is not None for z in logits)
     if len(models) == 1:
-        inputs, outs = models[0].inputs, [logits[0] if exact else models[0].outputs[0]]
+        inputs, outs = _inputs(models[0]), [logits[0] if exact else models[0].outputs[0]]
     else:
-        members = [keras.Model(m.inputs[0] if len(m.inputs) == 1 else m.inputs,  # a list of one warns
-                               z if exact else m.outputs[0], name=f"{member_name}_{k}")
+        members = [keras.Model(_inputs(m), z if exact else m.outputs[0], name=f"{member_name}_{k}")
                    for k, (m, z) in enumerate(zip(models, logits, strict=True), start=1)]
         inputs = keras.Input(shape=shape, name="image")
         outs = [m(inputs) for m in members]
@@ -133,7 +138,7 @@ def retempered(model, factor: float, shift: float = 0.0, name: str | None = None
     offset = float(head.offset) / float(factor) + float(shift)
     z = keras.layers.Rescaling(scale, offset, dtype="float32", name="temperature")(head.input)
     out = keras.layers.Activation("sigmoid", dtype="float32", name="calibrated_probability")(z)
-    return keras.Model(model.inputs, out, name=name or model.name)
+    return keras.Model(_inputs(model), out, name=name or model.name)
 
 
 def temperature_of(model) -> float | None:
