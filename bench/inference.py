@@ -2,7 +2,9 @@
 
 For cnn_optimized and mobilenet_v2 at their default sizes: median latency at
 batch 1 and throughput at batch 32, in one process. Weights are random
-(weights=none: no download); speed does not depend on their values.
+(weights=none: no download); speed does not depend on their values. A model
+named ``NAME:N`` is a deep ensemble of N such networks (``--members N``, the
+``accurate`` recipe is ``cnn_optimized:3``), built as training builds it.
 """
 
 import argparse
@@ -23,19 +25,24 @@ from pneumokit.registry import Registry  # noqa: E402
 from pneumokit.runtime import Predictor  # noqa: E402
 
 
-def bench_architecture(name, registry, repeats):
+def bench_architecture(spec, registry, repeats):
     import keras
 
+    from pneumokit.ensemble import calibrated
+
+    name, _, members = spec.partition(":")
     arch = get_catalog().architecture(name)
     options = {"weights": "none"} if "weights" in arch.options else {}
     pre = Preprocessing.for_architecture(arch)
     keras.utils.set_random_seed(0)
-    model = arch.build((pre.height, pre.width, pre.channels), **options)
-    config = TrainConfig(architecture=name, options=options)
-    registry.save(name, model, {"architecture": {"name": name}, "config": config.to_dict(),
-                                "threshold": 0.5, "preprocessing": pre.to_dict()})
-    parity = export(name, registry).max_abs_diff
-    predictor = Predictor(name, providers="cpu", registry=registry)
+    nets = [arch.build((pre.height, pre.width, pre.channels), **options) for _ in range(int(members or 1))]
+    model = nets[0] if len(nets) == 1 else calibrated(nets, 1.0, name=name, member_name="member")
+    config = TrainConfig(architecture=name, options=options, members=len(nets))
+    ref = name if len(nets) == 1 else f"{name}-x{len(nets)}"  # a registry name
+    registry.save(ref, model, {"architecture": {"name": name}, "config": config.to_dict(),
+                               "threshold": 0.5, "preprocessing": pre.to_dict()})
+    parity = export(ref, registry).max_abs_diff
+    predictor = Predictor(ref, providers="cpu", registry=registry)
     rng = np.random.default_rng(0)
     x1 = rng.uniform(0, 1, (1, pre.height, pre.width, pre.channels)).astype(np.float32)
     x32 = rng.uniform(0, 1, (32, pre.height, pre.width, pre.channels)).astype(np.float32)

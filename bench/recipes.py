@@ -31,5 +31,6 @@ RECIPES = {
     "default_ensemble": ({}, 5),
     "default_224": ({"image_size": 224}, 0),  # issue 25: a candidate for the accurate recipe
     "default_members5": ({"members": 5}, 0),  # issue 25: a deep ensemble of 5 default networks
+    "default_members3": ({"members": 3}, 0),  # issue 25: the accurate recipe
     "acquisition_ensemble": ({"augment": ACQUISITION_AUGMENT, "threshold_rule": "youden"}, 5),
 }

@@ -77,14 +77,22 @@ def score(model, threshold, inputs, pre, labels) -> dict:
 
 
 def member_aucs(model, inputs, pre, labels) -> dict:
-    """{member_k: {shift: AUC}} of each network of a deep ensemble (``--members``), by its own
-    logit: the paired comparison of the ensemble with the networks it averages."""
+    """Of a deep ensemble (``--members``): {"member_k": {shift: AUC}} of each network by its own
+    logit, and {"first_k": {shift: AUC}} of the mean logit of its first k networks, k = 1..M (the
+    ensemble-size curve): paired comparisons on the same split. Empty for one network."""
     import keras
+    from sklearn.metrics import roc_auc_score  # on logits: binary_metrics takes probabilities
 
     subs = [la for la in model.layers if isinstance(la, keras.Model) and la.name.startswith("member_")]
-    return {m.name: {shift: binary_metrics(labels, m.predict(pre.normalize(images.astype(np.float32)),
-                                                             verbose=0, batch_size=128).ravel(), 0.0)["auc"]
-                     for shift, images in inputs.items()} for m in subs}
+    logits = {m.name: {shift: m.predict(pre.normalize(images.astype(np.float32)), verbose=0,
+                                        batch_size=128).ravel() for shift, images in inputs.items()}
+              for m in subs}
+    out = {name: {shift: float(roc_auc_score(labels, z)) for shift, z in by_shift.items()}
+           for name, by_shift in logits.items()}
+    for k in range(1, len(subs) + 1):
+        mean = {shift: np.mean([logits[m.name][shift] for m in subs[:k]], axis=0) for shift in inputs}
+        out[f"first_{k}"] = {shift: float(roc_auc_score(labels, z)) for shift, z in mean.items()}
+    return out
 
 
 def worst(shifts: dict) -> dict:
@@ -104,6 +112,8 @@ def main():
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs")
     parser.add_argument("--output", default=None, help="keep registries and run folders here")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the models kept by a run with the same --output and --seed; no training")
     args = parser.parse_args()
     names = [n.strip() for n in args.recipes.split(",") if n.strip()]
     unknown = [n for n in names if n not in RECIPES]
@@ -130,8 +140,10 @@ def main():
             if args.epochs:
                 settings = {**settings, "epochs": args.epochs}
             started = time.perf_counter()
-            mv = train_recipe(name, settings, folds, data, registry, args.seed)
-            minutes = (time.perf_counter() - started) / 60
+            reused = bool(args.reuse and registry.versions(name))
+            mv = (registry.get(name) if reused
+                  else train_recipe(name, settings, folds, data, registry, args.seed))
+            minutes = float("nan") if reused else (time.perf_counter() - started) / 60
             pre = Preprocessing.from_dict(mv.metadata["preprocessing"])
             key = json.dumps(pre.to_dict(), sort_keys=True)
             if key not in inputs_by_rule:
@@ -146,7 +158,8 @@ def main():
                              "threshold": mv.metadata["threshold"],
                              "threshold_rule": mv.metadata.get("threshold_rule"),
                              "temperature": mv.metadata.get("calibration", {}).get("temperature"),
-                             "train_minutes": round(minutes, 2), "shifts": shifts, **worst(shifts)}
+                             "train_minutes": None if reused else round(minutes, 2), "shifts": shifts,
+                             **worst(shifts)}
             if members:
                 results[name]["members"] = {k: {"shifts": v, "worst_auc": min(v.values()), "auc": v["none"]}
                                             for k, v in members.items()}
@@ -166,7 +179,8 @@ def main():
             for k, v in r.get("members", {}).items():
                 print(f"  {k}: AUC {v['auc']:.4f}, worst AUC {v['worst_auc']:.4f}", flush=True)
             if args.output:
-                (base / "robustness.json").write_text(json.dumps(results, indent=2))
+                kind = "-rescored" if args.reuse else ""
+                (base / f"robustness{kind}.json").write_text(json.dumps(results, indent=2))
     first = results[names[0]]
     summary = {"reference": names[0], "held_out_images": len(test), "shifts": first["shifts"],
                "worst_auc": first["worst_auc"], "worst_specificity": first["worst_specificity"],

@@ -37,6 +37,16 @@ def test_list_recipes_shows_settings_cost_and_figures():
     assert "cnn_optimized @ 128 px" in table.output and "holdout_auc 0.9913" in table.output
 
 
+def test_fast_and_accurate_are_built_in_each_measured_and_buildable():
+    recipes = {r.name: r for r in pneumokit.get_catalog().list_recipes()}
+    assert recipes["accurate"].settings == {**recipes["fast"].settings, "members": 3}
+    for name in ("fast", "accurate"):
+        check_recipe(recipes[name])
+        assert recipes[name].train_minutes and recipes[name].figures["holdout_auc"] > 0.5, name
+    table = CliRunner().invoke(main, ["list-recipes", "accurate"])
+    assert "3 x cnn_optimized @ 128 px" in table.output, table.output
+
+
 def test_a_recipe_may_only_set_training_settings():
     with pytest.raises(CatalogError, match="seed cannot be set by a recipe"):
         Recipe("lucky", {"seed": 7})
