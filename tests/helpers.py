@@ -112,3 +112,8 @@ def tiny_onnx(path: Path, size: int = 8, props: dict | None = None, nan: bool = 
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+# train/cv options for a fit of seconds on ``make_dataset``'s images (tests of recipes and members)
+TINY_FIT = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--augment", "crop", "--val-fraction",
+            "0.25", "--quiet", "--seed", "3"]

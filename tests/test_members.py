@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import make_dataset
+from helpers import TINY_FIT, make_dataset
 
 from pneumokit.architectures.cnn import build_cnn_optimized
 from pneumokit.cli import main
@@ -16,8 +16,7 @@ from pneumokit.errors import ConfigError
 from pneumokit.heatmap import logit_map
 from pneumokit.registry import Registry
 
-TINY = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--augment", "crop", "--val-fraction",
-        "0.25", "--quiet", "--seed", "3"]
+TINY = TINY_FIT
 
 
 def _logits(models, x):

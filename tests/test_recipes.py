@@ -5,7 +5,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from helpers import FakeEntryPoint, make_dataset, make_module
+from helpers import TINY_FIT, FakeEntryPoint, make_dataset, make_module
 
 import pneumokit
 from pneumokit.catalog import Recipe
@@ -16,8 +16,7 @@ from pneumokit.recipes import recipe_config
 from pneumokit.registry import Registry
 from pneumokit.testing import check_recipe
 
-TINY = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--augment", "crop", "--val-fraction",
-        "0.25", "--quiet", "--seed", "3"]
+TINY = TINY_FIT
 
 
 def test_fast_is_todays_defaults_field_by_field():
