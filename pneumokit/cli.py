@@ -651,6 +651,27 @@ def registry_show(ref, registry_root, as_json):
     click.echo("\n".join(lines))
 
 
+@registry_group.command("card")
+@click.argument("ref")
+@registry_option
+@json_option
+def registry_card(ref, registry_root, as_json):
+    """Print a version's model card: intended use, training data, evaluation, calibration, input
+    gate, site evaluations, lineage, export, limitations (model_card.md in the version folder)."""
+    from .registry import Registry
+
+    try:
+        mv, facts, text = Registry(registry_root).card(ref)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise click.ClickException(
+            f"{ref}: its metadata.json is incomplete or edited ({type(exc).__name__}: {exc}); check it "
+            "with `pneumokit registry verify`, or print it with `pneumokit registry show --json`") from exc
+    if as_json:
+        _echo_json({"ref": mv.ref, "path": str(mv.path / "model_card.md"), "card": facts})
+    else:
+        click.echo(text, nl=False)
+
+
 def _summary(mv) -> list[str]:
     """The lines of ``registry show`` for one version."""
     meta = mv.metadata
@@ -691,6 +712,9 @@ def _summary(mv) -> list[str]:
         lines.append(f"  onnx: opset {onnx_info['opset']}, parity max |diff| "
                      f"{onnx_info['parity']['max_abs_diff']:.2e}")
     lines.append("  artifacts: " + ", ".join(sorted(meta.get("artifacts", {}))))
+    evaluations = meta.get("evaluations") or []
+    lines.append(f"  card: {mv.path / 'model_card.md'} ({len(evaluations)} site evaluation(s); "
+                 f"`pneumokit registry card {mv.ref}`)")
     return lines
 
 
@@ -742,24 +766,29 @@ def registry_delete(ref, force, all_versions, yes, registry_root):
 
 @registry_group.command("verify")
 @click.argument("ref", required=False)
+@click.option("--run", is_flag=True,
+              help="Also re-score each exported version's golden self-test vectors with onnxruntime.")
 @registry_option
 @json_option
-def registry_verify(ref, registry_root, as_json):
-    """Re-check every artifact's sha256 and the metadata/ONNX agreement (REF, or every version).
+def registry_verify(ref, run, registry_root, as_json):
+    """Re-check every artifact's sha256 and the metadata/ONNX agreement (REF, or every version);
+    with --run, re-score the golden vectors stored at export (docs/deploy.md).
 
     Exit status 1 if any problem is found.
     """
     from .registry import Registry
     from .verify import verify
 
-    reports = verify(Registry(registry_root), ref)
+    reports = verify(Registry(registry_root), ref, run=run)
     if as_json:
         _echo_json(reports)
     else:
         for r in reports:
-            click.echo(f"{r['ref']}: " + ("ok" if not r["problems"] else f"{len(r['problems'])} problem(s)"))
-            for problem in r["problems"]:
-                click.echo(f"  {problem}")
+            ran = f" ({r['golden']} golden vectors re-scored)" if r.get("golden") and not r["problems"] else ""
+            click.echo(f"{r['ref']}: " + ("ok" + ran if not r["problems"] else
+                                          f"{len(r['problems'])} problem(s)"))
+            for line in r["problems"] + ([f"note: {r['note']}"] if r.get("note") else []):
+                click.echo(f"  {line}")
         if not reports:
             root = Registry(registry_root).root
             click.echo(f"no versions in {root}" + ("" if root.is_dir() else " (no such folder)"))

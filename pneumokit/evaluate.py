@@ -11,7 +11,7 @@ import pandas as pd
 from .calibration import expected_calibration_error
 from .config import CLASS_NAMES, INFERENCE_BATCH_SIZE, SPLITS
 from .data import DatasetError, scan
-from .errors import ConfigError, IntegrityError, ModelFileError
+from .errors import ConfigError, IntegrityError, ModelFileError, RegistryError
 from .files import check_output_folder, write_csv_atomic, write_json_atomic
 from .intervals import JUDGE_ON, intervals, judge, parse_requirement
 from .manifest import ALL
@@ -128,9 +128,33 @@ def evaluate(ref: str, data_dir=None, *, split: str = "test",
               f"{mv.ref} on {split}, threshold {threshold:.3f}")
     reliability_diagram(y, None, prob, out / "reliability.png", f"{mv.ref} on {split}")
     report["files"] |= {name: str(out / name) for name in ("reliability.png", "report.html")}
+    _record(registry, mv, report)
     write_json_atomic(out / "metrics.json", report)
     write_html(report, out / "report.html")
     return report
+
+
+def _record(registry: Registry, mv, report: dict) -> None:
+    """Record the run against the version (``metadata.json`` ``evaluations``; its model card shows
+    it). A registry that cannot be written (read-only at a site) costs a warning, not the run."""
+    from datetime import datetime, timezone
+
+    entry = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": report["data"],
+             "split": report["split"], "images": report["images"], "patients": report["patients"],
+             "flagged": report["gate"].get("flagged"), "engine": report["engine"],
+             "threshold": report["threshold"], "figures": report["figures"], "ci95": report["ci95"],
+             "ci_method": report["ci_method"]["method"], "accepted": report["accepted"],
+             "criteria": [f"{'PASS' if c['passed'] else 'FAIL'} {c['requirement']}"
+                          for c in report["criteria"]],
+             "images_seen_in_training": report["images_seen_in_training"],
+             "output": report["files"]["metrics.json"]}
+    try:
+        registry.record(mv.ref, "evaluations", entry)
+        report["recorded"] = (f"{mv.path / 'metadata.json'} (evaluations), shown by `pneumokit registry "
+                              f"card {mv.ref}`")
+    except RegistryError as exc:
+        report["recorded"] = None
+        report["warnings"].append(f"warning: this run was not recorded against {mv.ref}: {exc}")
 
 
 def _check_criteria(require, judge_on: str) -> None:

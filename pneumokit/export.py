@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, golden
 from .config import CLASS_NAMES, DEFAULT_OPSET, DEMO_DATA_DIR
 from .contract import GATE_OUTPUT, HEATMAP_OUTPUT
 from .errors import ExportError
@@ -159,14 +159,15 @@ def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_O
     ``heatmap`` adds the ``heatmap`` output (``pneumokit.heatmap``; its parity
     is checked too). A version with an input gate (``gate.npz``, every version
     registered by train or cv) gets its ``gate`` output, declared in
-    ``pneumokit.gate``. The result is recorded in the version's metadata under ``onnx``.
+    ``pneumokit.gate``. The result is recorded in the version's metadata under ``onnx``; the
+    golden self-test vectors (``pneumokit.golden``) go beside the file, under ``golden``.
     """
     import onnx
     import onnxruntime as ort
 
     registry = registry or Registry()
     mv = registry.get(ref)
-    registry.check_new_artifacts(mv, [ONNX_FILE])  # before minutes of conversion, not after
+    registry.check_new_artifacts(mv, [ONNX_FILE, golden.VECTORS])  # before minutes of conversion
     model = registry.load_model(mv.ref)
     if _is_mixed(model):
         model = float32_copy(model)
@@ -194,8 +195,9 @@ def export(ref: str, registry: Registry | None = None, *, opset: int = DEFAULT_O
     parity = {"max_abs_diff": diff, "images": len(images), "tolerance": tolerance,
               "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
               "gate": "relative to max(1, |score|)" if has_gate else None}
-    mv = registry.add_artifacts(mv.ref, {ONNX_FILE: data}, metadata_update={
-        "onnx": {"opset": opset, "parity": parity, "outputs": names}})
+    vectors, golden_record = golden.build(data, pre, names, tolerance)
+    mv = registry.add_artifacts(mv.ref, {ONNX_FILE: data, **vectors}, metadata_update={
+        "onnx": {"opset": opset, "parity": parity, "outputs": names}, "golden": golden_record})
     return ExportResult(mv.ref, mv.path / ONNX_FILE, opset, diff, len(images), tolerance, heat_shape,
                         has_gate)
 

@@ -27,10 +27,14 @@ def package_versions() -> dict[str, str]:
 
 
 def dataset_fingerprint(index: pd.DataFrame, root=None) -> dict:
-    """File count and a hash of (content sha256, label) pairs: renames do not change it."""
+    """File count and a hash of (content sha256, label) pairs: renames do not change it; the
+    images per class and the patients, for the model card."""
     pairs = sorted(f"{s}:{y}" for s, y in zip(index["sha256"], index["label"], strict=True))
+    counts = index["label"].value_counts()
     return {"root": str(root) if root is not None else None, "files": len(index),
-            "sha256": hashlib.sha256("\n".join(pairs).encode()).hexdigest()}
+            "sha256": hashlib.sha256("\n".join(pairs).encode()).hexdigest(),
+            "classes": {name: int(counts.get(i, 0)) for i, name in enumerate(CLASS_NAMES)},
+            "patients": int(index["patient"].nunique()) if "patient" in index else None}
 
 
 def model_metadata(arch: Architecture, config: TrainConfig, pre: Preprocessing, index: pd.DataFrame,

@@ -71,6 +71,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def read_json(path: Path, kind: type, fix: str):
     """The JSON in ``path`` if it holds a ``kind``; else ``RegistryError`` naming the file and ``fix``."""
     try:
@@ -260,6 +264,7 @@ class Registry:
                 meta = {**(metadata or {}), "name": name, "version": version,
                         "created_at": _now(), "artifacts": hashes}
                 write_json_atomic(tmp / METADATA_FILE, meta)
+                write_card(tmp, meta)
                 fsync_dir(tmp)
                 os.rename(tmp, folder / str(version))  # atomic: the version appears whole
                 with atomic_write(folder / _LAST_VERSION) as f:
@@ -296,7 +301,33 @@ class Registry:
                 for target in written:
                     target.unlink(missing_ok=True)
                 raise
+            write_card(mv.path, meta)
         return self.get(mv.ref)
+
+    def record(self, ref: str, key: str, entry: dict) -> ModelVersion:
+        """Append ``entry`` to the list ``metadata[key]`` of a version (e.g. an ``evaluate`` run
+        under ``evaluations``), under the lock, and refresh its model card. Artifacts are untouched."""
+        mv = self.get(ref)
+        with self._locked(mv.name), _writing(mv.path):
+            meta = read_metadata(mv.path, mv.ref)
+            entries = meta.get(key, [])
+            meta[key] = [*(entries if isinstance(entries, list) else []), entry]
+            write_json_atomic(mv.path / METADATA_FILE, meta)
+            write_card(mv.path, meta)
+        return self.get(mv.ref)
+
+    def card(self, ref: str) -> tuple[ModelVersion, dict, str]:
+        """A version's model card (facts and Markdown), rendered anew from its metadata; the card
+        files in its folder are rewritten when they are missing or differ."""
+        from .card import CARD_FILE, facts, markdown
+
+        mv = self.get(ref)
+        text = markdown(facts(mv.metadata))
+        current = mv.path / CARD_FILE
+        if not current.is_file() or current.read_text() != text:
+            with self._locked(mv.name), _writing(mv.path):
+                write_card(mv.path, read_metadata(mv.path, mv.ref))
+        return mv, facts(mv.metadata), text
 
     @staticmethod
     def check_new_artifacts(mv: ModelVersion, names: list[str]) -> None:
@@ -460,6 +491,15 @@ def read_metadata(folder: Path, ref: str) -> dict:
         raise RegistryError(f"{folder / METADATA_FILE}: damaged (\"artifacts\" must map file names in "
                             f"the version folder to sha256 strings). {fix}")
     return meta
+
+
+def write_card(folder: Path, meta: dict) -> None:
+    """Write ``model_card.md`` and ``model_card.json`` of a version folder from its metadata."""
+    from .card import CARD_FILE, CARD_JSON, facts, markdown
+
+    card = facts(meta)
+    write_bytes_atomic(folder / CARD_FILE, markdown(card).encode())
+    write_json_atomic(folder / CARD_JSON, card)
 
 
 def check_artifact_names(names) -> None:

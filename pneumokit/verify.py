@@ -11,25 +11,47 @@ from __future__ import annotations
 import json
 import math
 
+from . import golden
+from .card import CARD_FILE, CARD_JSON
 from .errors import PneumokitError, RegistryError
 from .export import ONNX_FILE, metadata_props
 from .gate import GATE_FILE
 from .registry import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelVersion, Registry, validate_name
 
+DERIVED = (METADATA_FILE, CARD_FILE, CARD_JSON)  # rewritten as the version's record grows; not hashed
 
-def verify(registry: Registry, ref: str | None = None) -> list[dict]:
-    """One ``{"ref", "problems"}`` per version checked: ``ref``'s, else every version's."""
+
+def verify(registry: Registry, ref: str | None = None, run: bool = False) -> list[dict]:
+    """One ``{"ref", "problems"}`` per version checked: ``ref``'s, else every version's. ``run``:
+    also re-score each exported version's golden self-test vectors (``pneumokit.golden``); a
+    version exported before they were stored gets a ``note``."""
     if ref is not None:
         name, version = registry._resolve(ref)
         targets = [(name, version)]
     else:
         targets = [(r["name"], v) for r in registry.list() for v in r["versions"]]
-    reports = [{"ref": f"{n}:{v}", "problems": version_problems(registry, n, v)} for n, v in targets]
+    reports = [_report(registry, n, v, run) for n, v in targets]
     for name in sorted({n for n, _ in targets}):
         problems = alias_problems(registry, name)
         if problems:
             reports.append({"ref": f"{name} aliases", "problems": problems})
     return reports
+
+
+def _report(registry: Registry, name: str, version: int, run: bool) -> dict:
+    problems = version_problems(registry, name, version)
+    report = {"ref": f"{name}:{version}", "problems": problems}
+    if run and not problems:
+        mv = registry.get(report["ref"])
+        if ONNX_FILE not in mv.metadata.get("artifacts", {}):
+            report["note"] = f"not exported: nothing to run (`pneumokit export {mv.ref}`)"
+        elif not mv.metadata.get("golden"):
+            report["note"] = ("exported before pneumokit stored golden vectors: nothing to run (re-export "
+                              "into a new version to get them)")
+        else:
+            problems += golden.check(mv)
+            report["golden"] = len(mv.metadata["golden"]["vectors"])
+    return report
 
 
 def alias_problems(registry: Registry, name: str) -> list[str]:
@@ -73,7 +95,7 @@ def version_problems(registry: Registry, name: str, version: int) -> list[str]:
             problems.append(str(exc))
     for path in sorted(mv.path.rglob("*")):
         rel = str(path.relative_to(mv.path))
-        if (path.is_file() or path.is_symlink()) and rel not in recorded and rel != METADATA_FILE:
+        if (path.is_file() or path.is_symlink()) and rel not in recorded and rel not in DERIVED:
             problems.append(f"{path}: not recorded in {meta_path} (a leftover of an interrupted "
                             "write, or added by hand); remove it")
     threshold = mv.metadata.get("threshold")
