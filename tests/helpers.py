@@ -1,5 +1,6 @@
 """Small synthetic datasets for fast tests (real-data tests are marked slow)."""
 
+import re
 import types
 from pathlib import Path
 
@@ -117,3 +118,17 @@ def tiny_onnx(path: Path, size: int = 8, props: dict | None = None, nan: bool = 
 # train/cv options for a fit of seconds on ``make_dataset``'s images (tests of recipes and members)
 TINY_FIT = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--augment", "crop", "--val-fraction",
             "0.25", "--quiet", "--seed", "3"]
+
+
+# the sections of a model card (pneumokit/card.py), in order
+CARD_SECTIONS = ["Model details", "Intended use", "Out-of-scope use", "Training data", "Evaluation",
+                 "Calibration", "Input gate", "Site evaluations", "Adaptation lineage", "Export",
+                 "Known limitations"]
+
+
+def assert_complete(text: str) -> None:
+    """Every section of the card, in order, and no field left as a Python repr."""
+    positions = [text.index(f"\n## {s}\n") for s in CARD_SECTIONS]
+    assert positions == sorted(positions)
+    leaks = [line for line in text.splitlines() if "{'" in line or re.search(r"\bNone\b(?! yet)", line)]
+    assert not leaks

@@ -2,33 +2,22 @@
 `pneumokit registry card`. (cv and adapt versions: tests/test_cv.py, tests/test_site.py.)"""
 
 import json
-import re
 import shutil
 
 import pytest
 from click.testing import CliRunner
+from helpers import assert_complete
 
 from pneumokit.card import CARD_FILE, CARD_JSON, facts, markdown
 from pneumokit.cli import main
 from pneumokit.errors import RegistryError
 from pneumokit.registry import Registry
 
-SECTIONS = ["Model details", "Intended use", "Out-of-scope use", "Training data", "Evaluation", "Calibration",
-            "Input gate", "Site evaluations", "Adaptation lineage", "Export", "Known limitations"]
-
 
 def card_of(registry, ref: str) -> str:
     out = CliRunner().invoke(main, ["registry", "card", ref, "--registry", str(registry)])
     assert out.exit_code == 0, out.output
     return out.stdout
-
-
-def assert_complete(text: str) -> None:
-    """Every section of the card, in order, and no field left as a Python repr."""
-    positions = [text.index(f"\n## {s}\n") for s in SECTIONS]
-    assert positions == sorted(positions)
-    leaks = [line for line in text.splitlines() if "{'" in line or re.search(r"\bNone\b(?! yet)", line)]
-    assert not leaks
 
 
 def test_a_trained_and_exported_version_has_a_complete_card(exported):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from helpers import make_dataset
+from helpers import assert_complete, make_dataset
 
 from pneumokit.cli import main
 from pneumokit.config import CVConfig
@@ -94,6 +94,17 @@ def test_registry_show_prints_a_cv_model(run):
     assert "threshold: 0.5000 (0.5 on calibrated probabilities)" in out.stdout
     assert f"cv: auc {result.summary['auc']['mean']:.4f} ± {result.summary['auc']['std']:.4f}" in out.stdout
     assert "calibration: temperature" in out.stdout
+
+
+def test_a_cv_model_has_a_complete_card(run):
+    result, _ = run
+    card = CliRunner().invoke(main, ["registry", "card", result.version.ref, "--registry",
+                                     str(result.version.path.parent.parent)])
+    assert card.exit_code == 0, card.output
+    assert_complete(card.stdout)
+    auc = result.summary["auc"]
+    assert "3-fold cross-validation, grouped by patient" in card.stdout and "- made by: `cv`" in card.stdout
+    assert f"| auc | {auc['mean']:.4f} ± {auc['std']:.4f} |" in card.stdout
 
 
 def test_youden_rule_on_calibrated_oof(data, tmp_path):

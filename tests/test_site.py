@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import xray_like
+from helpers import assert_complete, xray_like
 from helpers_dicom import write_dicom
 from PIL import Image
 
@@ -86,6 +86,8 @@ def test_evaluate_is_an_acceptance_test(site, tmp_path):
     assert "ACCEPTED" in html and html.count("data:image/png;base64,") == 3
     assert not re.search(r"(src|href)=\"?https?:", html) and "<script" not in html  # opens offline
     assert (tmp_path / "ev/reliability.png").stat().st_size > 0
+    recorded = Registry(site["registry"]).get("base:1").metadata["evaluations"][-1]
+    assert recorded["data"] == str(site["site_csv"]) and recorded["accepted"] is True
 
 
 def test_a_failed_criterion_exits_1_and_says_which(site, tmp_path):
@@ -120,6 +122,10 @@ def test_adapt_registers_a_version_with_lineage_that_exports(site, tmp_path):
     assert temperature == pytest.approx(parent_t * result["temperature"], rel=1e-5)
     shown = run("registry", "show", result["ref"], "--registry", site["registry"])
     assert "adapted from: base:1 on 40 images of 20 patients" in shown.output
+    card = run("registry", "card", result["ref"], "--registry", site["registry"]).stdout
+    assert_complete(card)
+    assert "- adapted from `base:1`" in card and "- on 40 images of 20 patients" in card
+    assert "cross-fitted on the adaptation site" in card and "- made by: `adapt`" in card
     exported = run("export", result["ref"], "--registry", site["registry"], "--json")
     assert exported.exit_code == 0, exported.output
     assert json.loads(exported.stdout)["parity"]["max_abs_diff"] <= 1e-4
