@@ -38,6 +38,7 @@ _LAZY = {
     "recipe_config": "recipes",
     "Registry": "registry",
     "Predictor": "runtime",
+    "write_dicom_results": "dicom_results",
     "SeededAugmentation": "augmentations.layers",
     "GeometricAugmentation": "augmentations.layers",
     "PointwiseAugmentation": "augmentations.layers",

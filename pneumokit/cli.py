@@ -784,7 +784,8 @@ def registry_verify(ref, run, registry_root, as_json):
         _echo_json(reports)
     else:
         for r in reports:
-            ran = f" ({r['golden']} golden vectors re-scored)" if r.get("golden") and not r["problems"] else ""
+            ran = (f" ({r['golden']} golden vectors re-scored)" if r.get("golden") and not r["problems"]
+                   else "")
             click.echo(f"{r['ref']}: " + ("ok" + ran if not r["problems"] else
                                           f"{len(r['problems'])} problem(s)"))
             for line in r["problems"] + ([f"note: {r['note']}"] if r.get("note") else []):
@@ -802,20 +803,96 @@ def registry_verify(ref, run, registry_root, as_json):
               help="ONNX opset.")
 @click.option("--heatmap", is_flag=True,
               help="Add a second output, 'heatmap': the class activation map (docs/explain.md).")
+@click.option("--int8", is_flag=True,
+              help="Also write model.int8.onnx, statically quantised and checked on held-out images "
+                   "(docs/onnx.md#int8); the float model is exported first if it is not yet.")
+@click.option("--int8-data", "data_dir", type=click.Path(exists=True),
+              help="--int8: labelled held-out images, a dataset folder (its test/ split) or a CSV manifest "
+                   "(its test rows, or all without a split column; the manifest options below apply) "
+                   "(default: the test/ split of the version's training data folder).")
+@manifest_options
+@click.option("--calibration-data", type=click.Path(exists=True),
+              help="--int8: a dataset folder or manifest whose train/ images calibrate the ranges "
+                   "(default: the version's training images, else the bundled demo set).")
+@click.option("--int8-max-auc-change", type=click.FloatRange(0, 1), default=None,
+              help="--int8: refuse when the held-out AUC changes by more (default 0.003).")
+@click.option("--int8-max-accuracy-change", type=click.FloatRange(0, 1), default=None,
+              help="--int8: refuse when the accuracy at the stored threshold changes by more (default 0.01).")
+@click.option("--int8-warn", is_flag=True, help="--int8: above a bound, write the file and warn instead.")
 @registry_option
 @json_option
-def export_command(ref, opset, heatmap, registry_root, as_json):
+def export_command(ref, opset, heatmap, int8, data_dir, calibration_data, int8_max_auc_change,
+                   int8_max_accuracy_change, int8_warn, registry_root, as_json):
     """Export a registered model to ONNX (parity-checked) in its version folder."""
-    from .export import export
+    from .export import ONNX_FILE, export
     from .registry import Registry
 
-    result = export(ref, Registry(registry_root), opset=opset, heatmap=heatmap)
+    int8_options = {"held_out": data_dir, "calibration": calibration_data,
+                    "max_auc_change": int8_max_auc_change, "max_accuracy_change": int8_max_accuracy_change,
+                    "warn": int8_warn or None}
+    given = [k for k, v in int8_options.items() if v is not None]
+    if given and not int8:
+        flag = {"held_out": "--int8-data", "calibration": "--calibration-data", "warn": "--int8-warn"}.get(
+            given[0], f"--int8-{given[0].replace('_', '-')}")
+        raise click.UsageError(f"{flag} is for --int8: add --int8, or leave {flag} out")
+    registry = Registry(registry_root)
+    result = None
+    if not int8 or ONNX_FILE not in registry.get(ref).metadata.get("artifacts", {}):
+        if int8:
+            _int8_precheck(registry, ref, int8_options)  # a bad option fails before the export, not after
+        result = export(ref, registry, opset=opset, heatmap=heatmap)
+    quantized = _export_int8(registry, ref, int8_options) if int8 else None
     if as_json:
-        _echo_json(result.to_dict())
-    else:
+        _echo_json({**(result.to_dict() if result else {"ref": quantized.ref}),
+                    **({"int8": quantized.to_dict()} if quantized else {})})
+        return
+    if result is not None:
         extra = f", heatmap {result.heatmap[0]}x{result.heatmap[1]}" if result.heatmap else ""
         click.echo(f"exported {result.ref} to {result.path} (opset {result.opset}{extra}); parity on "
                    f"{result.parity_images} demo images: max |keras - onnx| = {result.max_abs_diff:.2e}")
+    if quantized is not None:
+        _print_int8(quantized)
+
+
+def _int8_options(options: dict) -> dict:
+    from .quantize import MAX_ACCURACY_CHANGE, MAX_AUC_CHANGE
+
+    defaults = {"max_auc_change": MAX_AUC_CHANGE, "max_accuracy_change": MAX_ACCURACY_CHANGE, "warn": False}
+    return {k: defaults[k] if v is None and k in defaults else v for k, v in options.items()}
+
+
+def _int8_precheck(registry, ref: str, options: dict) -> None:
+    """What ``--int8`` would refuse for its options or data, checked before the float export."""
+    from .quantize import INT8_FILE, calibration_images, held_out_images
+
+    mv = registry.get(ref)
+    registry.check_new_artifacts(mv, [INT8_FILE])
+    held = held_out_images(mv, options["held_out"])[2]
+    calibration_images(mv, options["calibration"], exclude=held["sha256"])
+
+
+def _export_int8(registry, ref: str, options: dict):
+    from .quantize import quantize
+
+    return quantize(ref, registry, **_int8_options(options))
+
+
+def _print_int8(result) -> None:
+    r = result.record
+    p, held, cal = r["parity"], r["held_out"], r["calibration"]
+    gate = p.get("gate")
+    gate_text = f", {gate['decisions_changed']} gate decisions changed" if gate else ""
+    click.echo(f"int8: wrote {result.path} ({r['format']}; {r['quantized_nodes']} nodes of "
+               f"{'/'.join(r['operators'])}, weights int8 per channel, {cal['images']} calibration images "
+               f"from {cal['which']})")
+    click.echo(f"int8: on {held['images']} held-out images ({held['left_out_as_training_images']} left "
+               f"out as training images): max |dp| = {p['max_abs_probability_change']:.3g}, AUC "
+               f"{p['auc']['float32']:.4f} -> {p['auc']['int8']:.4f} ({p['auc']['change']:+.4f}, bound "
+               f"{r['bounds']['auc_change']:g}), accuracy {p['accuracy']['float32']:.4f} -> "
+               f"{p['accuracy']['int8']:.4f} ({p['accuracy']['change']:+.4f}, bound "
+               f"{r['bounds']['accuracy_change']:g}), {p['labels_changed']} labels{gate_text}")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @main.command("predict")
@@ -833,11 +910,14 @@ def export_command(ref, opset, heatmap, registry_root, as_json):
 @click.option("--heatmap", "heatmap_dir", type=click.Path(file_okay=False),
               help="Also write a heatmap overlay PNG per image into this folder (needs a model "
                    "exported with --heatmap).")
+@click.option("--dicom-out", type=click.Path(),  # a file here is refused in one line, before scoring
+              help="For DICOM inputs, also write a DICOM SR of the finding and a DICOM SC of the heatmap "
+                   "overlay (SC: a model exported with --heatmap) into this folder (docs/data.md).")
 @gate_option
 @registry_option
 @json_option
-def predict_command(model, inputs, output, threshold, batch_size, providers, tf32, heatmap_dir, gate,
-                    registry_root, as_json):
+def predict_command(model, inputs, output, threshold, batch_size, providers, tf32, heatmap_dir, dicom_out,
+                    gate, registry_root, as_json):
     """Score images with an exported model (MODEL: a .onnx file or a registry ref).
 
     INPUTS are image files or folders (searched recursively). Exit status 1
@@ -852,6 +932,8 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
         check_output_file(output, inputs=[*inputs, model], registry_root=root)
     if heatmap_dir is not None:
         check_output_folder(heatmap_dir, "--heatmap", create=True, registry_root=root)
+    if dicom_out is not None:
+        check_output_folder(dicom_out, "--dicom-out", create=True, registry_root=root)
     predictor = Predictor(model, providers=providers, registry=Registry(registry_root), tf32=tf32)
     if heatmap_dir is not None and predictor.heatmap_output is None:
         raise click.ClickException(f"--heatmap: {predictor.path} has no heatmap output; export the model "
@@ -859,16 +941,21 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
     paths = expand_inputs(inputs)
     if not paths:
         raise click.ClickException(f"no images found in {', '.join(inputs)}")
+    heat = heatmap_dir is not None or (dicom_out is not None and predictor.heatmap_output is not None)
     rows = predictor.predict_files(paths, batch_size=batch_size, threshold=threshold,
-                                   heatmap=heatmap_dir is not None, gate=gate == "on")
+                                   heatmap=heat, gate=gate == "on")
     from .runtime import gate_state
 
     state = gate_state(gate == "on", predictor.gate is not None)
+    dicom_lines = [] if dicom_out is None else _dicom_results(dicom_out, predictor, paths, rows, threshold,
+                                                              state)
     if heatmap_dir is not None:
         from .explain import write_overlays
 
         used = predictor.threshold if threshold is None else threshold
         write_overlays(heatmap_dir, paths, rows, used, "cam")
+    for row in rows:
+        row.pop("heatmap", None)
     if output is not None:
         import pandas as pd
 
@@ -889,10 +976,33 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
         click.echo(f"# {predictor.path} on {predictor.providers_in_use[0]}{math}", err=True)
         click.echo(_result_rows(rows))
         _gate_notice(state, rows)
+    for line in dicom_lines:
+        click.echo(line, err=True)
     failed = [r for r in rows if r["error"]]
     if failed:
         click.echo(f"{len(failed)} of {len(rows)} file(s) could not be read", err=True)
         sys.exit(1)
+
+
+def _dicom_results(out, predictor, paths, rows, threshold, state: str) -> list[str]:
+    """``predict --dicom-out``: an SR and an SC per DICOM input (pneumokit/dicom_results.py); each
+    row gets ``dicom_sr``, ``dicom_sc`` and ``dicom_note``. Returns the lines for stderr: one per
+    file without them, and a summary."""
+    from .dicom_results import NO_HEATMAP, model_identity, write_dicom_results
+    from .files import printable
+
+    used = predictor.threshold if threshold is None else threshold
+    written = write_dicom_results(rows, paths, out, threshold=used, gate=state, **model_identity(predictor))
+    lines = []
+    if predictor.heatmap_output is None:
+        lines.append(f"note: --dicom-out: {predictor.path} has no heatmap output: SR only, no SC overlay; "
+                     "export the model with `pneumokit export REF --heatmap` for the overlays")
+    for row, path, result in zip(rows, paths, written, strict=True):
+        row.update(dicom_sr=result["sr"], dicom_sc=result["sc"], dicom_note=result["note"])
+        if result["note"] and result["note"] != NO_HEATMAP:
+            lines.append(f"note: {printable(path)}: {result['note']}")
+    sr, sc = (sum(1 for r in written if r[k]) for k in ("sr", "sc"))
+    return [*lines, f"--dicom-out: wrote {sr} SR and {sc} SC file(s) to {printable(out)}"]
 
 
 @main.command("serve")
@@ -1112,6 +1222,9 @@ def _print_evaluation(report: dict) -> None:
                    f"{'n/a' if c['judged_value'] is None else format(c['judged_value'], '.4f')})")
     if report["accepted"] is not None:
         click.echo("ACCEPTED" if report["accepted"] else "NOT ACCEPTED: a criterion failed")
+    if report.get("recorded"):
+        click.echo(f"recorded against {report['ref']}: its model card lists this run "
+                   f"(`pneumokit registry card {report['ref']}`)")
     click.echo("wrote " + ", ".join(report["files"].values()))
 
 

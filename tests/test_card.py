@@ -93,3 +93,15 @@ def test_a_sparse_record_renders_as_not_recorded(meta):
     text = markdown(facts(meta))
     assert_complete(text.replace("None:None", "none"))  # no name or version recorded
     assert "Evaluation\n\nNot recorded." in text and "Not calibrated." in text
+
+
+def test_a_damaged_record_spoils_only_its_own_section():
+    """A hand-edited record (an export without its parity, a gate whose components are a list, an
+    evaluation without figures) is named in its section; the card and the registry write stand."""
+    meta = {"name": "m", "version": 1, "onnx": {"opset": 17}, "gate": {"components": [1]},
+            "evaluations": [{"figures": 3}]}
+    text = markdown(facts(meta))
+    damaged = [s for s in ("Input gate", "Site evaluations", "Export")
+               if f"## {s}\n\nNot rendered: its record in metadata.json is incomplete or edited" in text]
+    assert damaged == ["Input gate", "Site evaluations", "Export"]
+    assert "## Training data\n\n- source: `not recorded`" in text

@@ -34,6 +34,21 @@ def test_dicom_decodes_to_the_pixels_of_its_source(tmp_path, variant):
         assert np.array_equal(decode(str(dcm), 64), decode(str(jpeg), 64))
 
 
+@pytest.mark.parametrize("syntax", ["JPEGLSLossless", "RLELossless"])
+def test_a_losslessly_compressed_dicom_decodes_to_its_source(tmp_path, syntax):
+    """JPEG-LS is decoded by pyjpegls (CharLS), which highdicom installs; RLE by pydicom."""
+    import pydicom
+    import pydicom.uid
+
+    gray = decode(str(XRAYS[0]), None)
+    dcm = write_dicom(tmp_path / "x.dcm", gray)
+    ds = pydicom.dcmread(dcm)
+    ds.compress(getattr(pydicom.uid, syntax))
+    ds.save_as(dcm)
+    assert pydicom.dcmread(dcm).file_meta.TransferSyntaxUID == getattr(pydicom.uid, syntax)
+    assert np.array_equal(decode(str(dcm), None), gray)
+
+
 def test_dicom_scores_as_the_jpeg_it_came_from(tmp_path):
     predictor = Predictor(tiny_onnx(tmp_path / "m.onnx", size=64))
     jpegs, dicoms = [], []

@@ -123,9 +123,12 @@ def test_os_errors_while_writing_name_the_file(tmp_path, monkeypatch):
 def test_export_into_an_unwritable_version_is_one_line(registry_copy, monkeypatch):
     version = registry_copy / "tiny" / "1"
     meta = json.loads((version / "metadata.json").read_text())
-    meta["artifacts"].pop("model.onnx")  # as if never exported
+    for rel in [r for r in meta["artifacts"] if r == "model.onnx" or r.startswith("golden/")]:
+        meta["artifacts"].pop(rel)  # as if never exported: no file, no golden vectors
+        (version / rel).unlink()
+    meta.pop("golden")
     (version / "metadata.json").write_text(json.dumps(meta))
-    (version / "model.onnx").unlink()
+    shutil.rmtree(version / "golden")
     real_replace = os.replace
 
     def refuse(src, dst, *args, **kwargs):
