@@ -12,8 +12,6 @@ anew from the metadata.
 
 from __future__ import annotations
 
-import json
-
 CARD_FILE = "model_card.md"
 CARD_JSON = "model_card.json"
 FIGURES = ("auc", "accuracy", "recall", "specificity", "precision", "brier", "ece")
@@ -309,8 +307,12 @@ def _export_lines(e: dict) -> list[str]:
         lines.append(f"- golden self-test: {len(g['vectors'])} vectors in `{g['folder']}`; "
                      "`pneumokit registry verify --run` re-scores them")
     if e["int8"]:
-        lines.append(f"- INT8: `{e['int8'].get('file', 'model.int8.onnx')}`; "
-                     + json.dumps(e["int8"].get("parity", {}), sort_keys=True))
+        q, p = e["int8"], e["int8"]["parity"]
+        lines.append(f"- INT8: `{q['file']}` ({q['format']}, {'/'.join(q['operators'])}); on "
+                     f"{p['images']} held-out images (`{q['held_out']['source']}`): AUC "
+                     f"{_num(p['auc']['float32'])} -> {_num(p['auc']['int8'])}, accuracy "
+                     f"{_num(p['accuracy']['float32'])} -> {_num(p['accuracy']['int8'])}, max |dp| "
+                     f"{_num(p['max_abs_probability_change'])}, {p['labels_changed']} labels changed")
     return lines or ["Not exported yet: `pneumokit export REF`."]
 
 

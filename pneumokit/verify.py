@@ -16,6 +16,7 @@ from .card import CARD_FILE, CARD_JSON
 from .errors import PneumokitError, RegistryError
 from .export import ONNX_FILE, metadata_props
 from .gate import GATE_FILE
+from .quantize import INT8_FILE
 from .registry import ALIASES_FILE, METADATA_FILE, MODEL_FILE, ModelVersion, Registry, validate_name
 
 DERIVED = (METADATA_FILE, CARD_FILE, CARD_JSON)  # rewritten as the version's record grows; not hashed
@@ -101,17 +102,19 @@ def version_problems(registry: Registry, name: str, version: int) -> list[str]:
     threshold = mv.metadata.get("threshold")
     if not (isinstance(threshold, int | float) and math.isfinite(threshold) and 0 <= threshold <= 1):
         problems.append(f"{meta_path}: threshold {threshold!r} is not a number in [0, 1]")
-    if ONNX_FILE in recorded and not problems:
-        problems += onnx_disagreements(mv)
+    for onnx_file in (ONNX_FILE, INT8_FILE):
+        if onnx_file in recorded and not problems:
+            problems += onnx_disagreements(mv, onnx_file)
     return problems
 
 
-def onnx_disagreements(mv: ModelVersion) -> list[str]:
-    """Where the ONNX file's ``pneumokit.*`` metadata disagrees with ``metadata.json``."""
+def onnx_disagreements(mv: ModelVersion, onnx_file: str = ONNX_FILE) -> list[str]:
+    """Where an ONNX file's (``model.onnx``, ``model.int8.onnx``) ``pneumokit.*`` metadata disagrees
+    with ``metadata.json``."""
     from .runtime import Predictor
 
     try:
-        predictor = Predictor(mv.path / ONNX_FILE, providers="cpu")
+        predictor = Predictor(mv.path / onnx_file, providers="cpu")
     except PneumokitError as exc:
         return [str(exc)]
     onnx = predictor.session.get_modelmeta().custom_metadata_map
@@ -124,7 +127,7 @@ def onnx_disagreements(mv: ModelVersion) -> list[str]:
                 "pneumokit.model", "pneumokit.calibration", "pneumokit.gate"):
         got, want = onnx.get(key), expected.get(key)
         if _parsed(got) != _parsed(want):
-            problems.append(f"{mv.path / ONNX_FILE}: {key} is {got} but {mv.path / METADATA_FILE} "
+            problems.append(f"{mv.path / onnx_file}: {key} is {got} but {mv.path / METADATA_FILE} "
                             f"says {want}: one of them was edited; the ONNX file is what `predict` "
                             "and `evaluate` use")
     return problems

@@ -64,6 +64,27 @@ def test_int8_file_has_the_contract_and_scores_close(exported, registry):
     assert np.all(np.isfinite(got["gate"]))
     verified = CliRunner().invoke(main, ["registry", "verify", "plain:1", "--registry", str(registry)])
     assert verified.exit_code == 0 and "plain:1: ok" in verified.output
+    card = (mv.path / "model_card.md").read_text()
+    assert f"- INT8: `model.int8.onnx` (QDQ, {'/'.join(record['operators'])}); on 24 held-out images" in card
+
+
+def test_verify_checks_the_int8_files_contract(exported, registry):
+    """An INT8 file whose threshold was edited (and its sha256 record with it) is named."""
+    import hashlib
+
+    import onnx
+
+    assert _export(registry, *WIDE).exit_code == 0
+    mv = Registry(registry).get("plain:1")
+    model = onnx.load(mv.path / "model.int8.onnx")
+    next(p for p in model.metadata_props if p.key == "pneumokit.threshold").value = "0.2"
+    onnx.save(model, mv.path / "model.int8.onnx")
+    meta = json.loads((mv.path / "metadata.json").read_text())
+    data = (mv.path / "model.int8.onnx").read_bytes()
+    meta["artifacts"]["model.int8.onnx"] = hashlib.sha256(data).hexdigest()
+    (mv.path / "metadata.json").write_text(json.dumps(meta))
+    out = CliRunner().invoke(main, ["registry", "verify", "plain:1", "--registry", str(registry)])
+    assert out.exit_code == 1 and "model.int8.onnx: pneumokit.threshold is 0.2 but" in out.output
 
 
 def test_stem_head_and_gate_stay_float(registry):
