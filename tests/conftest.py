@@ -34,10 +34,6 @@ def fake_entry_points(monkeypatch, fresh_plugins):
     return install
 
 
-TINY_TRAIN = ["--epochs", "2", "--image-size", "64", "--batch-size", "8", "--augment", "crop",
-              "--val-fraction", "0.25", "--quiet", "--seed", "3"]
-
-
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """Two tiny trained cnn_optimized models: ``heat:1`` exported with ``--heatmap``, ``plain:1``
@@ -45,7 +41,7 @@ def exported(tmp_path_factory):
     import json
 
     from click.testing import CliRunner
-    from helpers import make_dataset
+    from helpers import TINY_TRAIN, make_dataset
 
     from pneumokit.cli import main
 

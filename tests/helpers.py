@@ -115,6 +115,10 @@ def tiny_onnx(path: Path, size: int = 8, props: dict | None = None, nan: bool = 
     return path
 
 
+# train options for a fit of seconds on ``make_dataset``'s images (the session's exported models)
+TINY_TRAIN = ["--epochs", "2", "--image-size", "64", "--batch-size", "8", "--augment", "crop",
+              "--val-fraction", "0.25", "--quiet", "--seed", "3"]
+
 # train/cv options for a fit of seconds on ``make_dataset``'s images (tests of recipes and members)
 TINY_FIT = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--augment", "crop", "--val-fraction",
             "0.25", "--quiet", "--seed", "3"]

@@ -178,7 +178,7 @@ def test_bad_options_get_one_line(registry, tmp_path, args, code, message):
 
 
 def test_a_version_not_yet_exported_is_exported_first(exported, tmp_path):
-    from conftest import TINY_TRAIN
+    from helpers import TINY_TRAIN
 
     root, runner = tmp_path / "registry", CliRunner()
     out = runner.invoke(main, ["train", "--data", str(exported["data"]), "--registry", str(root),
