@@ -25,9 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from recipes import RECIPES  # noqa: E402  (bench/recipes.py, beside this script)
 
-from pneumokit.config import CVConfig  # noqa: E402
-from pneumokit.cv import format_table, run_cv  # noqa: E402
-from pneumokit.registry import Registry  # noqa: E402
+from pneumokit.core.config import CVConfig  # noqa: E402
+from pneumokit.registry.store import Registry  # noqa: E402
+from pneumokit.training.cv import format_table, run_cv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_MINUTES = 45

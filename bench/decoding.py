@@ -25,8 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pneumokit.decoding import decode_all  # noqa: E402
-from pneumokit.preprocessing import Preprocessing  # noqa: E402
+from pneumokit.data.decoding import decode_all  # noqa: E402
+from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,8 +84,8 @@ def main():
             print(f"{name} vs the rule at {size} px: mean |Δpixel| {diff.mean():.3f}, max {diff.max()}")
 
     if args.model:
-        from pneumokit.registry import Registry
-        from pneumokit.runtime import Predictor
+        from pneumokit.inference.runtime import Predictor
+        from pneumokit.registry.store import Registry
 
         predictor = Predictor(args.model, registry=Registry(args.registry))
         pre = predictor.preprocessing

@@ -3,12 +3,12 @@
 The default recipe is trained (``pneumokit train``) on a patient-grouped
 ``1 - --holdout`` of the shared images, exactly as a user's command would (the
 gate is fitted there, on its own training images), and exported to ONNX. The
-exported file then scores, through ``pneumokit.runtime.Predictor`` (the path of
+exported file then scores, through ``pneumokit.inference.runtime.Predictor`` (the path of
 ``predict`` and ``serve``), sets built from what is here:
 
 - ``heldout``: real X-rays of the held-out patients (must pass: target <= 1% flagged);
 - ``shifted:NAME``: a sample of them under each acquisition shift of
-  ``pneumokit/stress.py`` (must pass: target <= 5% flagged);
+  ``pneumokit/data/stress.py`` (must pass: target <= 5% flagged);
 - ``demo``, ``originals``: the bundled demo set and the full-size originals;
 - ``dicom_xray``: held-out X-rays written as DICOM (DX, PA, CHEST; must pass);
 - ``dicom_refused``: the same with another Modality, a lateral view, another
@@ -44,11 +44,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont, ImageOps  # noqa: E402
 
-from pneumokit.config import CV_SPLITS, TrainConfig  # noqa: E402
-from pneumokit.data import scan  # noqa: E402
-from pneumokit.registry import Registry  # noqa: E402
-from pneumokit.splits import holdout  # noqa: E402
-from pneumokit.stress import SHIFTS, shifted_file  # noqa: E402
+from pneumokit.core.config import CV_SPLITS, TrainConfig  # noqa: E402
+from pneumokit.data.scan import scan  # noqa: E402
+from pneumokit.data.splits import holdout  # noqa: E402
+from pneumokit.data.stress import SHIFTS, shifted_file  # noqa: E402
+from pneumokit.registry.store import Registry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore", module="pydicom")  # pydicom's test files are odd on purpose
@@ -211,8 +211,8 @@ def misoriented(img: Image.Image, kind: str, rng) -> Image.Image:
 
 
 def build_sets(test_paths: list[str], sample: list[str], data_root: Path) -> dict[str, list]:
-    from pneumokit.config import DEMO_DATA_DIR
-    from pneumokit.runtime import expand_inputs
+    from pneumokit.core.config import DEMO_DATA_DIR
+    from pneumokit.inference.runtime import expand_inputs
 
     rng = np.random.default_rng(1)
     sets = {"heldout": [(Path(p).name, p) for p in test_paths]}
@@ -244,9 +244,9 @@ def main():
 
     from robustness import link_tree  # noqa: E402  (bench/robustness.py)
 
-    from pneumokit.export import export
-    from pneumokit.runtime import Predictor
-    from pneumokit.train import train
+    from pneumokit.inference.export import export
+    from pneumokit.inference.runtime import Predictor
+    from pneumokit.training.train import train
 
     index = scan(args.data, splits=CV_SPLITS).require_usable()
     held = holdout(index, args.holdout, args.seed)
@@ -291,8 +291,8 @@ def flag_rate(predictor, items) -> dict:
 def components(registry, mv, sets, results) -> None:
     """Each component's own flag rate (its squared distance over its own threshold), from Keras."""
     from pneumokit import gate
+    from pneumokit.data.preprocessing import Preprocessing
     from pneumokit.errors import PneumokitError
-    from pneumokit.preprocessing import Preprocessing
 
     model = registry.load_model(mv.ref)
     pre = Preprocessing.from_dict(mv.metadata["preprocessing"])

@@ -1,4 +1,4 @@
-"""How the input gate is fitted, compared: the evidence behind pneumokit/gate.py's choices.
+"""How the input gate is fitted, compared: the evidence behind pneumokit/training/gate.py's choices.
 
 Run after ``bench/gate.py --output DIR`` (it reuses that model): the same
 network's gate is refitted several ways and each scored on bench/gate.py's
@@ -30,13 +30,13 @@ import numpy as np  # noqa: E402
 from gate import MISORIENTED, build_sets  # noqa: E402  (bench/gate.py)
 
 from pneumokit import gate  # noqa: E402
-from pneumokit.config import CV_SPLITS  # noqa: E402
-from pneumokit.data import scan  # noqa: E402
-from pneumokit.decoding import decode_all  # noqa: E402
+from pneumokit.core.config import CV_SPLITS  # noqa: E402
+from pneumokit.data.decoding import decode_all  # noqa: E402
+from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
+from pneumokit.data.scan import scan  # noqa: E402
+from pneumokit.data.splits import holdout  # noqa: E402
 from pneumokit.errors import PneumokitError  # noqa: E402
-from pneumokit.preprocessing import Preprocessing  # noqa: E402
-from pneumokit.registry import Registry  # noqa: E402
-from pneumokit.splits import holdout  # noqa: E402
+from pneumokit.registry.store import Registry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """The exported model on onnxruntime's CUDA provider against its CPU provider, on one machine.
 
 Scores real X-rays with an exported ``model.onnx`` (``--model``; a registry
-ref or a path) through ``pneumokit.runtime.Predictor``, once with
+ref or a path) through ``pneumokit.inference.runtime.Predictor``, once with
 ``providers="cuda"`` (full float32, the default, and ``tf32=True``) and once
 with ``providers="cpu"``: parity (max |CUDA - CPU| over the images), median
 batch-1 latency, batch-64 throughput, and the providers each Predictor
@@ -21,7 +21,7 @@ import numpy as np
 from timing import median_seconds  # bench/timing.py
 
 from pneumokit.errors import PneumokitError
-from pneumokit.runtime import Predictor, expand_inputs
+from pneumokit.inference.runtime import Predictor, expand_inputs
 
 
 def measure(predictor: Predictor, x: np.ndarray, repeats: int) -> dict:

@@ -30,18 +30,18 @@ import numpy as np  # noqa: E402
 from timing import median_seconds  # noqa: E402  (bench/timing.py)
 
 from pneumokit import get_catalog  # noqa: E402
-from pneumokit.config import TrainConfig  # noqa: E402
-from pneumokit.export import export  # noqa: E402
-from pneumokit.preprocessing import Preprocessing  # noqa: E402
-from pneumokit.quantize import INT8_FILE, quantize  # noqa: E402
-from pneumokit.registry import Registry  # noqa: E402
-from pneumokit.runtime import Predictor  # noqa: E402
+from pneumokit.core.config import TrainConfig  # noqa: E402
+from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
+from pneumokit.inference.export import export  # noqa: E402
+from pneumokit.inference.quantize import INT8_FILE, quantize  # noqa: E402
+from pneumokit.inference.runtime import Predictor  # noqa: E402
+from pneumokit.registry.store import Registry  # noqa: E402
 
 
 def bench_architecture(spec, registry, repeats):
     import keras
 
-    from pneumokit.ensemble import calibrated
+    from pneumokit.models.ensemble import calibrated
 
     name, _, members = spec.partition(":")
     arch = get_catalog().architecture(name)
@@ -78,7 +78,7 @@ def bench_architecture(spec, registry, repeats):
 def held_out_sample(version: Path, source: Path, per_class: int, manifest: Path, seed: int = 0) -> Path:
     """A manifest of ``per_class`` images of each class of ``source`` (a split folder of
     NORMAL/ and PNEUMONIA/) from patients ``version`` was not trained on."""
-    from pneumokit.data import patient_id, scan
+    from pneumokit.data.scan import patient_id, scan
 
     meta = json.loads((version / "metadata.json").read_text())
     trained = set((version / "training_images.txt").read_text().split())

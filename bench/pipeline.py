@@ -24,11 +24,11 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pneumokit import get_catalog  # noqa: E402
-from pneumokit.config import DEFAULT_AUGMENT  # noqa: E402
-from pneumokit.data import scan  # noqa: E402
-from pneumokit.decoding import decode_all  # noqa: E402
-from pneumokit.pipeline import build_augmentations, make_dataset  # noqa: E402
-from pneumokit.preprocessing import Preprocessing  # noqa: E402
+from pneumokit.core.config import DEFAULT_AUGMENT  # noqa: E402
+from pneumokit.data.decoding import decode_all  # noqa: E402
+from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
+from pneumokit.data.scan import scan  # noqa: E402
+from pneumokit.training.pipeline import build_augmentations, make_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

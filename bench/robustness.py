@@ -1,5 +1,5 @@
 """Shift stress bench: recipes trained on part of the patients, scored on the rest under
-synthetic acquisition shifts (pneumokit/stress.py).
+synthetic acquisition shifts (pneumokit/data/stress.py).
 
 A patient-grouped, stratified ``--holdout`` of the shared images is set aside.
 Each recipe trains on the rest exactly as a user's command would (``pneumokit
@@ -28,13 +28,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from recipes import RECIPES  # noqa: E402  (bench/recipes.py)
 
-from pneumokit.config import CV_SPLITS, CVConfig, TrainConfig  # noqa: E402
-from pneumokit.data import scan  # noqa: E402
-from pneumokit.metrics import binary_metrics  # noqa: E402
-from pneumokit.preprocessing import Preprocessing  # noqa: E402
-from pneumokit.registry import Registry  # noqa: E402
-from pneumokit.splits import holdout  # noqa: E402
-from pneumokit.stress import SHIFTS, shifted_file  # noqa: E402
+from pneumokit.core.config import CV_SPLITS, CVConfig, TrainConfig  # noqa: E402
+from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
+from pneumokit.data.scan import scan  # noqa: E402
+from pneumokit.data.splits import holdout  # noqa: E402
+from pneumokit.data.stress import SHIFTS, shifted_file  # noqa: E402
+from pneumokit.registry.store import Registry  # noqa: E402
+from pneumokit.training.metrics import binary_metrics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 def link_tree(index, folder: Path) -> Path:
@@ -53,8 +53,8 @@ def shifted_inputs(paths, pre: Preprocessing) -> dict:
 
 
 def train_recipe(name, settings, folds, data, registry, seed):
-    from pneumokit.cv import run_cv
-    from pneumokit.train import train
+    from pneumokit.training.cv import run_cv
+    from pneumokit.training.train import train
 
     if folds:
         config = CVConfig(**{**settings, "folds": folds, "ensemble": True, "seed": seed})

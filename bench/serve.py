@@ -44,7 +44,7 @@ def keras_app(model_path: str, pre_json: str):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from pneumokit.preprocessing import Preprocessing
+    from pneumokit.data.preprocessing import Preprocessing
 
     model = keras.saving.load_model(model_path, compile=False)
     pre = Preprocessing.from_dict(json.loads(pre_json))
@@ -156,9 +156,9 @@ def prepare(registry_root: Path) -> tuple[str, str]:
     import keras
 
     from pneumokit import get_catalog
-    from pneumokit.export import export
-    from pneumokit.preprocessing import Preprocessing
-    from pneumokit.registry import Registry
+    from pneumokit.data.preprocessing import Preprocessing
+    from pneumokit.inference.export import export
+    from pneumokit.registry.store import Registry
 
     arch = get_catalog().architecture("cnn_optimized")
     pre = Preprocessing.for_architecture(arch)

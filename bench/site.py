@@ -4,7 +4,7 @@ A base model is trained with the default recipe (``pneumokit train``) on a
 patient-grouped 80% of the shared images (as ``bench/gate.py`` does; its
 registry can be reused with ``--registry``). The other 20% of patients are
 the site pool. Stand-in sites are that pool as it is and under the
-acquisition shifts of ``pneumokit/stress.py`` on which the base model does
+acquisition shifts of ``pneumokit/data/stress.py`` on which the base model does
 worst (chosen on the labelled half only).
 
 Parts (``--part``):
@@ -12,16 +12,16 @@ Parts (``--part``):
 Stand-in sites: the pool as it is, the single shifts on which the base
 model's AUC is lowest, and ``COMPOSITE`` (several shifts at once).
 
-- ``coverage``: how often ``pneumokit.intervals`` 95% intervals, from ~150
+- ``coverage``: how often ``pneumokit.training.intervals`` 95% intervals, from ~150
   patients drawn with replacement from a site pool, hold the figure of the
   whole pool (the population), over ``--draws`` draws; BCa and percentile.
 - ``methods``: each site pool split by patient into a labelled half and a
   scored half; from the labelled half ``n`` images (whole patients) adapt the
   base model by each method, scored on the scored half (AUC with its 95% CI,
   Brier, the parent's gate on the tuned network's features).
-- ``adapt``: ``pneumokit.adapt`` end to end (cross-fitting, temperature,
+- ``adapt``: ``pneumokit.inference.adapt`` end to end (cross-fitting, temperature,
   registration) on ``n`` labelled images written as a site would send them
-  (files and a manifest), then ``pneumokit.evaluate`` of the base and the
+  (files and a manifest), then ``pneumokit.inference.evaluate`` of the base and the
   adapted version on the scored half; and whether the base's figures on the
   two halves agree within the labelled half's interval widened by sqrt(2).
 
@@ -44,13 +44,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 
-from pneumokit.config import CV_SPLITS, AdaptConfig, TrainConfig  # noqa: E402
-from pneumokit.data import scan  # noqa: E402
-from pneumokit.intervals import intervals  # noqa: E402
-from pneumokit.preprocessing import Preprocessing  # noqa: E402
-from pneumokit.registry import Registry  # noqa: E402
-from pneumokit.splits import holdout, kfold  # noqa: E402
-from pneumokit.stress import SHIFTS, shifted_file  # noqa: E402
+from pneumokit.core.config import CV_SPLITS, AdaptConfig, TrainConfig  # noqa: E402
+from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
+from pneumokit.data.scan import scan  # noqa: E402
+from pneumokit.data.splits import holdout, kfold  # noqa: E402
+from pneumokit.data.stress import SHIFTS, shifted_file  # noqa: E402
+from pneumokit.registry.store import Registry  # noqa: E402
+from pneumokit.training.intervals import intervals  # noqa: E402
 
 NAME = "sitebench"
 # A site whose export differs in several ways at once: brighter, flatter, bordered, compressed.
@@ -75,7 +75,7 @@ def base_model(args, index, held):
     """The base version (trained on the patients outside ``held``), reused when the registry has one."""
     from robustness import link_tree  # bench/robustness.py
 
-    from pneumokit.train import train
+    from pneumokit.training.train import train
 
     registry = Registry(Path(args.registry))
     names = [r["name"] for r in registry.list()]
@@ -91,8 +91,8 @@ def base_model(args, index, held):
 def sites(args, pool, pre, model):
     """{site: uint8 images of the pool}: the pool as it is and under the ``--sites`` worst shifts of
     the base model, judged by AUC on the labelled half only."""
-    from pneumokit.adapt import probabilities
-    from pneumokit.metrics import binary_metrics
+    from pneumokit.inference.adapt import probabilities
+    from pneumokit.training.metrics import binary_metrics
 
     paths = pool["path"].tolist()
     images = {name: np.stack([pre.load(shifted_file(p, name)) for p in paths]) for name in SHIFTS}
@@ -121,7 +121,7 @@ def draw_labelled(pool, n: int, seed: int) -> np.ndarray:
 
 
 def part_coverage(args, pool, site_images, model, pre, mv) -> dict:
-    from pneumokit.adapt import probabilities
+    from pneumokit.inference.adapt import probabilities
 
     out = {}
     y, groups = pool["label"].to_numpy(), pool["patient"].to_numpy()
@@ -156,9 +156,9 @@ def adapted_by(method: str, model, pre, images, labels, source, seed: int):
     """The base model adapted by ``method`` on labelled site images (``source``: images, labels)."""
     import keras
 
-    from pneumokit.adapt import fine_tune
-    from pneumokit.fitting import refresh_batch_norm
-    from pneumokit.plugins import get_catalog
+    from pneumokit.core.plugins import get_catalog
+    from pneumokit.inference.adapt import fine_tune
+    from pneumokit.training.fitting import refresh_batch_norm
 
     augment = TrainConfig().augment
     if method == "bn":
@@ -174,8 +174,8 @@ def adapted_by(method: str, model, pre, images, labels, source, seed: int):
 
 
 def part_methods(args, pool, site_images, model, pre, mv, index, held) -> list[dict]:
-    from pneumokit.adapt import probabilities
-    from pneumokit.gate import score_vectors, vectors, version_arrays
+    from pneumokit.inference.adapt import probabilities
+    from pneumokit.training.gate import score_vectors, vectors, version_arrays
 
     arrays = version_arrays(mv)
     scored = (pool["half"] == "scored").to_numpy()
@@ -236,9 +236,10 @@ def agreement(labelled: dict, scored: dict) -> dict:
 
 
 def part_adapt(args, pool, site_images, registry, mv) -> list[dict]:
-    """``pneumokit.adapt`` then ``pneumokit.evaluate``, as a site would run them, per site and n."""
-    from pneumokit.adapt import adapt
-    from pneumokit.evaluate import evaluate
+    """``pneumokit.inference.adapt`` then ``pneumokit.inference.evaluate``, as a site would run them,
+    per site and n."""
+    from pneumokit.inference.adapt import adapt
+    from pneumokit.inference.evaluate import evaluate
 
     scored_rows = np.flatnonzero((pool["half"] == "scored").to_numpy())
     results = []

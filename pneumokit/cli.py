@@ -12,13 +12,14 @@ from pathlib import Path
 import click
 
 from . import __version__
-from . import config as C
+from .core import config as C
+from .core.layout import CARD_FILE, METADATA_FILE
+from .core.plugins import loaded
 from .errors import PneumokitError
-from .plugins import loaded
 
 
 def _echo_json(data) -> None:
-    from .files import json_safe
+    from .core.files import json_safe
 
     click.echo(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False))
 
@@ -70,7 +71,7 @@ def _bug(exc: Exception) -> click.exceptions.Exit:
 
 
 def _parse_options(pairs: tuple[str, ...]) -> dict:
-    from .pipeline import _number
+    from .training.pipeline import _number
 
     options = {}
     for pair in pairs:
@@ -108,7 +109,7 @@ _MANIFEST_KEYS = ("path_column", "label_column", "patient_column", "split_column
 
 def _data_source(data, opts: dict):
     """``--data`` as the library takes it: a folder, None (the demo set), or a ``Manifest``."""
-    from .manifest import NEGATIVE, POSITIVE, Manifest, is_manifest
+    from .data.manifest import NEGATIVE, POSITIVE, Manifest, is_manifest
 
     given = {k: v for k, v in opts.items() if v not in (None, (), False)
              and not (k.endswith("_column") and v == k.removesuffix("_column"))}
@@ -193,7 +194,7 @@ def main() -> None:
     # TensorFlow's Python logger warns about tf.function retracing whenever a
     # fold's model predicts a batch of a new size; harmless, and noise here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    from .dicom import quiet_pydicom
+    from .data.dicom import quiet_pydicom
 
     quiet_pydicom()  # what matters in pydicom's warnings is in each row (notes or error)
 
@@ -296,7 +297,7 @@ def plugin_new(name, directory):
     that run pneumokit's contract checks (pneumokit.testing), a README."""
     import shlex
 
-    from .scaffold import names, new_plugin
+    from .models.scaffold import names, new_plugin
 
     target = new_plugin(name, directory)
     click.echo(f"wrote {target}/ (distribution {names(name)['dist']}); next:\n"
@@ -315,7 +316,7 @@ def data_group() -> None:
 def data_check(data_dir: str | None, as_json: bool) -> None:
     """Check a dataset folder or CSV manifest (default: the bundled demo set); exit 1 if anything
     is unusable (a manifest's bad rows are named by line)."""
-    from .data import DatasetError, check_report, scan
+    from .data.scan import DatasetError, check_report, scan
 
     try:
         report = check_report(scan(data_dir))
@@ -423,7 +424,7 @@ def fit_options(command):
 def _config(cls, given: dict, options: tuple[str, ...], skip_bad: bool, recipe: str | None):
     """A ``TrainConfig``/``CVConfig`` from the recipe (``fast`` by default) and, over its fields,
     the options given."""
-    from .recipes import recipe_config
+    from .models.recipes import recipe_config
 
     chosen = {k: v for k, v in given.items() if v is not None}
     if options:
@@ -439,10 +440,10 @@ def train_command(data_dir, recipe, architecture, epochs, batch_size, members, i
                   learning_rate, lr_schedule, bn_refresh, threshold_rule, target_sensitivity,
                   val_fraction, seed, name, registry_root, skip_bad, jpeg_draft, quiet, as_json):
     """Train one model on the train (+ val) split and register it as a new version."""
-    from .config import TrainConfig
-    from .progress import progress_enabled
-    from .registry import Registry
-    from .train import train
+    from .core.config import TrainConfig
+    from .core.progress import progress_enabled
+    from .registry.store import Registry
+    from .training.train import train
 
     given = {"architecture": architecture, "epochs": epochs, "batch_size": batch_size, "members": members,
              "image_size": image_size, "augment": augment, "learning_rate": learning_rate,
@@ -501,10 +502,10 @@ def cv_command(data_dir, recipe, architecture, folds, epochs, batch_size, member
                target_sensitivity, val_fraction, precision, xla, seed, output, resume, name, registry_root,
                no_final, plan, only_fold, skip_bad, jpeg_draft, quiet, as_json):
     """Cross-validate a model (patient-grouped, stratified k-fold) and register a final model."""
-    from .config import CVConfig
-    from .cv import run_cv
-    from .progress import progress_enabled
-    from .registry import Registry
+    from .core.config import CVConfig
+    from .core.progress import progress_enabled
+    from .registry.store import Registry
+    from .training.cv import run_cv
 
     given = {"architecture": architecture, "folds": folds, "epochs": epochs, "batch_size": batch_size,
              "members": members, "image_size": image_size, "augment": augment, "grouping": grouping,
@@ -526,8 +527,8 @@ def cv_command(data_dir, recipe, architecture, folds, epochs, batch_size, member
     else:  # only what was given again, compared with the run's own settings
         overrides = {k: v for k, v in given.items() if v is not None}
         if recipe:  # given again: its settings (with the options given) must be the run's
-            from .catalog import RECIPE_FIELDS
-            from .recipes import recipe_config
+            from .core.catalog import RECIPE_FIELDS
+            from .models.recipes import recipe_config
 
             full = recipe_config(recipe, CVConfig, **overrides).to_dict()
             overrides = {**{k: full[k] for k in (*RECIPE_FIELDS, "recipe")}, **overrides}
@@ -548,7 +549,7 @@ def cv_command(data_dir, recipe, architecture, folds, epochs, batch_size, member
 
 
 def _cv_plan(config, data_dir, output, registry, name, notices, as_json) -> None:
-    from .cv import plan_cv
+    from .training.cv import plan_cv
 
     out = plan_cv(config, data_dir, output=output, registry=registry, name=name, echo=notices)
     k = config.folds
@@ -561,7 +562,7 @@ def _cv_plan(config, data_dir, output, registry, name, notices, as_json) -> None
 
 
 def _cv_one_fold(resume, only_fold, progress: bool, notices, as_json) -> None:
-    from .cv import fold_from_env, run_fold
+    from .training.cv import fold_from_env, run_fold
 
     k = fold_from_env(only_fold, os.environ)
     fold = run_fold(resume, k, progress=progress, echo=notices)
@@ -578,7 +579,7 @@ def _cv_one_fold(resume, only_fold, progress: bool, notices, as_json) -> None:
 
 def _cv_report(result) -> None:
     """The lines ``pneumokit cv`` prints about a finished run."""
-    from .cv import format_table
+    from .training.cv import format_table
 
     c = result.config
     click.echo(f"{c.folds}-fold cross-validation of {c.architecture} ({c.grouping}-grouped), "
@@ -613,7 +614,7 @@ def registry_group() -> None:
 @json_option
 def registry_list(registry_root, as_json):
     """List registered models with their versions and aliases."""
-    from .registry import Registry
+    from .registry.store import Registry
 
     reg = Registry(registry_root)
     rows = reg.list()
@@ -636,7 +637,7 @@ def registry_list(registry_root, as_json):
 @json_option
 def registry_show(ref, registry_root, as_json):
     """Show one version's metadata (REF: name, name:3 or name@alias)."""
-    from .registry import Registry
+    from .registry.store import Registry
 
     mv = Registry(registry_root).get(ref)
     if as_json:
@@ -646,7 +647,7 @@ def registry_show(ref, registry_root, as_json):
         lines = _summary(mv)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise click.ClickException(
-            f"{mv.path / 'metadata.json'}: incomplete or edited ({type(exc).__name__}: {exc}); "
+            f"{mv.path / METADATA_FILE}: incomplete or edited ({type(exc).__name__}: {exc}); "
             f"check it with `pneumokit registry verify {mv.ref}`, or print it with --json") from exc
     click.echo("\n".join(lines))
 
@@ -658,7 +659,7 @@ def registry_show(ref, registry_root, as_json):
 def registry_card(ref, registry_root, as_json):
     """Print a version's model card: intended use, training data, evaluation, calibration, input
     gate, site evaluations, lineage, export, limitations (model_card.md in the version folder)."""
-    from .registry import Registry
+    from .registry.store import Registry
 
     try:
         mv, facts, text = Registry(registry_root).card(ref)
@@ -667,7 +668,7 @@ def registry_card(ref, registry_root, as_json):
             f"{ref}: its metadata.json is incomplete or edited ({type(exc).__name__}: {exc}); check it "
             "with `pneumokit registry verify`, or print it with `pneumokit registry show --json`") from exc
     if as_json:
-        _echo_json({"ref": mv.ref, "path": str(mv.path / "model_card.md"), "card": facts})
+        _echo_json({"ref": mv.ref, "path": str(mv.path / CARD_FILE), "card": facts})
     else:
         click.echo(text, nl=False)
 
@@ -713,7 +714,7 @@ def _summary(mv) -> list[str]:
                      f"{onnx_info['parity']['max_abs_diff']:.2e}")
     lines.append("  artifacts: " + ", ".join(sorted(meta.get("artifacts", {}))))
     evaluations = meta.get("evaluations") or []
-    lines.append(f"  card: {mv.path / 'model_card.md'} ({len(evaluations)} site evaluation(s); "
+    lines.append(f"  card: {mv.path / CARD_FILE} ({len(evaluations)} site evaluation(s); "
                  f"`pneumokit registry card {mv.ref}`)")
     return lines
 
@@ -732,7 +733,7 @@ def _figure(value) -> str:
 @registry_option
 def registry_alias(name, alias, version, registry_root):
     """Point NAME@ALIAS at VERSION (e.g. production)."""
-    from .registry import Registry
+    from .registry.store import Registry
 
     Registry(registry_root).set_alias(name, alias, version)
     click.echo(f"{name}@{alias} -> {name}:{version}")
@@ -748,7 +749,7 @@ def registry_alias(name, alias, version, registry_root):
 def registry_delete(ref, force, all_versions, yes, registry_root):
     """Delete one version (REF: name:3 or name@alias), even a damaged one; or every version
     of a model with --all."""
-    from .registry import Registry, validate_name
+    from .registry.store import Registry, validate_name
 
     reg = Registry(registry_root)
     if not all_versions:
@@ -776,8 +777,8 @@ def registry_verify(ref, run, registry_root, as_json):
 
     Exit status 1 if any problem is found.
     """
-    from .registry import Registry
-    from .verify import verify
+    from .inference.verify import verify
+    from .registry.store import Registry
 
     reports = verify(Registry(registry_root), ref, run=run)
     if as_json:
@@ -824,8 +825,8 @@ def registry_verify(ref, run, registry_root, as_json):
 def export_command(ref, opset, heatmap, int8, data_dir, calibration_data, int8_max_auc_change,
                    int8_max_accuracy_change, int8_warn, registry_root, as_json):
     """Export a registered model to ONNX (parity-checked) in its version folder."""
-    from .export import ONNX_FILE, export
-    from .registry import Registry
+    from .inference.export import ONNX_FILE, export
+    from .registry.store import Registry
 
     int8_options = {"held_out": data_dir, "calibration": calibration_data,
                     "max_auc_change": int8_max_auc_change, "max_accuracy_change": int8_max_accuracy_change,
@@ -855,7 +856,7 @@ def export_command(ref, opset, heatmap, int8, data_dir, calibration_data, int8_m
 
 
 def _int8_options(options: dict) -> dict:
-    from .quantize import MAX_ACCURACY_CHANGE, MAX_AUC_CHANGE
+    from .inference.quantize import MAX_ACCURACY_CHANGE, MAX_AUC_CHANGE
 
     defaults = {"max_auc_change": MAX_AUC_CHANGE, "max_accuracy_change": MAX_ACCURACY_CHANGE, "warn": False}
     return {k: defaults[k] if v is None and k in defaults else v for k, v in options.items()}
@@ -863,7 +864,7 @@ def _int8_options(options: dict) -> dict:
 
 def _int8_precheck(registry, ref: str, options: dict) -> None:
     """What ``--int8`` would refuse for its options or data, checked before the float export."""
-    from .quantize import INT8_FILE, calibration_images, held_out_images
+    from .inference.quantize import INT8_FILE, calibration_images, held_out_images
 
     mv = registry.get(ref)
     registry.check_new_artifacts(mv, [INT8_FILE])
@@ -872,7 +873,7 @@ def _int8_precheck(registry, ref: str, options: dict) -> None:
 
 
 def _export_int8(registry, ref: str, options: dict):
-    from .quantize import quantize
+    from .inference.quantize import quantize
 
     return quantize(ref, registry, **_int8_options(options))
 
@@ -921,88 +922,27 @@ def predict_command(model, inputs, output, threshold, batch_size, providers, tf3
     """Score images with an exported model (MODEL: a .onnx file or a registry ref).
 
     INPUTS are image files or folders (searched recursively). Exit status 1
-    if any file could not be read.
+    if any file could not be read. In Python: ``pneumokit.predict``.
     """
-    from .files import check_output_file, check_output_folder
-    from .registry import Registry
-    from .runtime import Predictor, expand_inputs
+    from .inference.predict import predict
+    from .registry.store import Registry
 
-    root = Registry(registry_root).root
-    if output is not None:  # checked before any scoring
-        check_output_file(output, inputs=[*inputs, model], registry_root=root)
-    if heatmap_dir is not None:
-        check_output_folder(heatmap_dir, "--heatmap", create=True, registry_root=root)
-    if dicom_out is not None:
-        check_output_folder(dicom_out, "--dicom-out", create=True, registry_root=root)
-    predictor = Predictor(model, providers=providers, registry=Registry(registry_root), tf32=tf32)
-    if heatmap_dir is not None and predictor.heatmap_output is None:
-        raise click.ClickException(f"--heatmap: {predictor.path} has no heatmap output; export the model "
-                                   "with `pneumokit export REF --heatmap`, or use `pneumokit explain`")
-    paths = expand_inputs(inputs)
-    if not paths:
-        raise click.ClickException(f"no images found in {', '.join(inputs)}")
-    heat = heatmap_dir is not None or (dicom_out is not None and predictor.heatmap_output is not None)
-    rows = predictor.predict_files(paths, batch_size=batch_size, threshold=threshold,
-                                   heatmap=heat, gate=gate == "on")
-    from .runtime import gate_state
-
-    state = gate_state(gate == "on", predictor.gate is not None)
-    dicom_lines = [] if dicom_out is None else _dicom_results(dicom_out, predictor, paths, rows, threshold,
-                                                              state)
-    if heatmap_dir is not None:
-        from .explain import write_overlays
-
-        used = predictor.threshold if threshold is None else threshold
-        write_overlays(heatmap_dir, paths, rows, used, "cam")
-    for row in rows:
-        row.pop("heatmap", None)
-    if output is not None:
-        import pandas as pd
-
-        from .files import write_csv_atomic
-
-        write_csv_atomic(output, pd.DataFrame(rows))
+    result = predict(model, inputs, output=output, heatmap_dir=heatmap_dir, dicom_out=dicom_out,
+                     threshold=threshold, batch_size=batch_size, providers=providers, tf32=tf32,
+                     gate=gate == "on", registry=Registry(registry_root))
     if as_json:
-        _echo_json({"model": str(predictor.path), "providers": predictor.providers_in_use,
-                    "tf32": predictor.tf32,
-                    "threshold": predictor.threshold if threshold is None else threshold,
-                    "gate": state, "predictions": rows})
-        _gate_notice(state, rows)
+        _echo_json(result.to_dict())
     else:
-        if tf32 and not predictor.tf32:
-            click.echo("note: --tf32 applies to CUDA only; this run is on "
-                       f"{predictor.providers_in_use[0]}", err=True)
-        math = " (TF32)" if predictor.tf32 else ""
-        click.echo(f"# {predictor.path} on {predictor.providers_in_use[0]}{math}", err=True)
-        click.echo(_result_rows(rows))
-        _gate_notice(state, rows)
-    for line in dicom_lines:
+        if tf32 and not result.tf32:
+            click.echo(f"note: --tf32 applies to CUDA only; this run is on {result.providers[0]}", err=True)
+        click.echo(f"# {result.model} on {result.providers[0]}{' (TF32)' if result.tf32 else ''}", err=True)
+        click.echo(_result_rows(result.rows))
+    _gate_notice(result.gate, result.rows)
+    for line in result.notes:
         click.echo(line, err=True)
-    failed = [r for r in rows if r["error"]]
-    if failed:
-        click.echo(f"{len(failed)} of {len(rows)} file(s) could not be read", err=True)
+    if result.failed:
+        click.echo(f"{len(result.failed)} of {len(result.rows)} file(s) could not be read", err=True)
         sys.exit(1)
-
-
-def _dicom_results(out, predictor, paths, rows, threshold, state: str) -> list[str]:
-    """``predict --dicom-out``: an SR and an SC per DICOM input (pneumokit/dicom_results.py); each
-    row gets ``dicom_sr``, ``dicom_sc`` and ``dicom_note``. Returns the lines for stderr: one per
-    file without them, and a summary."""
-    from .dicom_results import NO_HEATMAP, model_identity, write_dicom_results
-    from .files import printable
-
-    used = predictor.threshold if threshold is None else threshold
-    written = write_dicom_results(rows, paths, out, threshold=used, gate=state, **model_identity(predictor))
-    lines = []
-    if predictor.heatmap_output is None:
-        lines.append(f"note: --dicom-out: {predictor.path} has no heatmap output: SR only, no SC overlay; "
-                     "export the model with `pneumokit export REF --heatmap` for the overlays")
-    for row, path, result in zip(rows, paths, written, strict=True):
-        row.update(dicom_sr=result["sr"], dicom_sc=result["sc"], dicom_note=result["note"])
-        if result["note"] and result["note"] != NO_HEATMAP:
-            lines.append(f"note: {printable(path)}: {result['note']}")
-    sr, sc = (sum(1 for r in written if r[k]) for k in ("sr", "sc"))
-    return [*lines, f"--dicom-out: wrote {sr} SR and {sc} SC file(s) to {printable(out)}"]
 
 
 @main.command("serve")
@@ -1033,7 +973,7 @@ def serve_command(model, host, port, workers, providers, max_upload_mb, max_file
                   max_pending_mb, request_timeout, access_log, registry_root):
     """Serve an exported model over HTTP: a page at /, and the JSON API /v1/predict, /v1/model,
     /health (MODEL: a .onnx file or a registry ref). See docs/serve.md."""
-    from .serve import run
+    from .inference.serve import run
 
     limits = {"max_upload_mb": max_upload_mb, "max_files": max_files, "max_concurrent": max_concurrent,
               "max_pending_mb": max_pending_mb, "request_timeout": request_timeout}
@@ -1064,9 +1004,9 @@ def explain_command(model, inputs, output, method, gate, registry_root, as_json)
     MODEL is a registry ref (or a .onnx file exported with --heatmap); INPUTS are
     image files or folders. See docs/explain.md for what the heatmap means.
     """
-    from .explain import explain
-    from .registry import Registry
-    from .runtime import expand_inputs
+    from .inference.explain import explain
+    from .inference.runtime import expand_inputs
+    from .registry.store import Registry
 
     paths = expand_inputs(inputs)
     if not paths:
@@ -1112,8 +1052,8 @@ def evaluate_command(ref, data_dir, split, output, skip_bad, require, judge_on, 
     bootstrap over patients), calibration, the model's own estimate beside them, and a verdict
     per --require criterion (exit 1 if one fails). Writes report.html (opens offline) and JSON.
     Images the input gate flags are counted and left out; the metrics are of the rest."""
-    from .evaluate import evaluate
-    from .registry import Registry
+    from .inference.evaluate import evaluate
+    from .registry.store import Registry
 
     report = evaluate(ref, data_dir, split=split, registry=Registry(registry_root), output=output,
                       skip_bad=skip_bad, gate=gate == "on", require=require, judge_on=judge_on, seed=seed)
@@ -1147,9 +1087,9 @@ def adapt_command(ref, data_dir, epochs, learning_rate, batch_size, folds, seed,
     The before/after figures are on the site's own patients, cross-fitted: each is scored by a
     model tuned without them. An adapted model worse there (AUC or accuracy clearly lower, or
     both lower) is not registered without --force; exit 1 then."""
-    from .adapt import adapt
-    from .config import AdaptConfig
-    from .registry import Registry
+    from .core.config import AdaptConfig
+    from .inference.adapt import adapt
+    from .registry.store import Registry
 
     given = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "folds": folds,
              "seed": seed}
@@ -1230,7 +1170,7 @@ def _print_evaluation(report: dict) -> None:
 
 def _acceptance_table(report: dict) -> str:
     """Each figure at the stored threshold with its 95% interval, beside the model's own estimate."""
-    from .intervals import FIGURES
+    from .training.intervals import FIGURES
 
     est = report["model_estimate"] or {}
     def num(v):

@@ -32,6 +32,7 @@ fused OpenCV path takes agree with the layer path.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import tempfile
 from collections.abc import Callable
@@ -52,7 +53,7 @@ def small_options(arch) -> dict:
 
 def architecture_checks(arch, size: int = SIZE) -> list[tuple[str, Callable[[], None]]]:
     """``(name, check)`` pairs for one ``Architecture`` record."""
-    return [(name, lambda fn=fn: fn(arch, size)) for name, fn in (
+    return [(name, functools.partial(fn, arch, size)) for name, fn in (
         ("builds", _builds), ("float32_probability", _float32_probability),
         ("float32_under_mixed_precision", _arch_mixed_precision), ("trains", _trains),
         ("saves_and_reloads", _saves_and_reloads), ("exports_to_onnx", _exports_to_onnx))]
@@ -149,7 +150,7 @@ def _saves_and_reloads(arch, size):
 def _exports_to_onnx(arch, size):
     import onnxruntime as ort
 
-    from .export import INPUT_NAME, PARITY_TOLERANCE, to_onnx
+    from .inference.export import INPUT_NAME, PARITY_TOLERANCE, to_onnx
 
     model = _build(arch, size)
     x = _inputs(arch, size)
@@ -184,7 +185,7 @@ def augmentation_checks(aug) -> list[tuple[str, Callable[[], None]]]:
         checks.append(("per_call_seed_is_stateless", _per_call_seed))
     if _fusable(layer):
         checks.append(("fused_matches_layer", _fused_matches))
-    return [(name, lambda fn=fn: fn(aug)) for name, fn in checks]
+    return [(name, functools.partial(fn, aug)) for name, fn in checks]
 
 
 def check_augmentation(aug) -> None:
@@ -285,8 +286,8 @@ def _aug_saves(aug):
 def _pipeline_repeats(aug):
     """In pneumokit's input pipeline (fused or layer by layer), each epoch augments every image
     anew, and a run's seed repeats its epochs exactly."""
-    from .pipeline import make_dataset
-    from .preprocessing import Preprocessing
+    from .data.preprocessing import Preprocessing
+    from .training.pipeline import make_dataset
 
     cached = _smooth_images(8)
     pre = Preprocessing.from_preset("raw", AUG_SIZE, 1)
@@ -320,7 +321,7 @@ def _smooth_images(n: int = 6) -> np.ndarray:
 
 
 def _fusable(layer) -> bool:
-    from .fused import FusedAugmentation
+    from .training.fused import FusedAugmentation
 
     return FusedAugmentation.supports([layer])
 
@@ -329,8 +330,8 @@ def _fused_matches(aug):
     """Same seed, same draw: within interpolation rounding (mean 1, max 3 gray levels)."""
     import tensorflow as tf
 
-    from .fused import FusedAugmentation, layer_seeds
-    from .preprocessing import Preprocessing
+    from .data.preprocessing import Preprocessing
+    from .training.fused import FusedAugmentation, layer_seeds
 
     pre = Preprocessing.from_preset("raw", AUG_SIZE, 1)
     layer, images = _layer(aug, seed=0), _smooth_images()
@@ -351,7 +352,7 @@ def recipe_checks(recipe, catalog=None) -> list[tuple[str, Callable[[], None]]]:
     """``(name, check)`` pairs for one ``Recipe`` record, against ``catalog`` (the loaded one by
     default): its settings make a valid ``TrainConfig``, its architecture is installed and takes
     its options, its augmentation spec builds, and the model builds at its image size."""
-    return [(name, lambda fn=fn: fn(recipe, catalog)) for name, fn in (
+    return [(name, functools.partial(fn, recipe, catalog)) for name, fn in (
         ("settings_are_valid", _recipe_config), ("builds", _recipe_builds))]
 
 
@@ -362,7 +363,7 @@ def check_recipe(recipe, catalog=None) -> None:
 
 
 def _recipe_config(recipe, catalog):
-    from .config import TrainConfig
+    from .core.config import TrainConfig
     from .errors import PneumokitError
 
     try:
@@ -373,9 +374,9 @@ def _recipe_config(recipe, catalog):
 
 
 def _recipe_builds(recipe, catalog):
+    from .core.plugins import get_catalog
     from .errors import PneumokitError
-    from .pipeline import build_augmentations
-    from .plugins import get_catalog
+    from .training.pipeline import build_augmentations
 
     config, catalog = _recipe_config(recipe, catalog), catalog or get_catalog()
     try:
@@ -395,7 +396,7 @@ def _recipe_builds(recipe, catalog):
 def plugin_checks(dist_name: str) -> list[tuple[str, Callable[[], None]]]:
     """``(id, check)`` for every record the distribution ``dist_name`` registers; a plugin that
     fails to load, or registers nothing, gives one check that fails saying so."""
-    from .plugins import _normalize, get_catalog, load_plugins
+    from .core.plugins import _normalize, get_catalog, load_plugins
 
     if _normalize(dist_name) not in _installed():
         return [_failing(f"{dist_name}:loads", f"plugin {dist_name}: no installed distribution has that "
@@ -426,7 +427,7 @@ def plugin_checks(dist_name: str) -> list[tuple[str, Callable[[], None]]]:
 def _installed() -> set[str]:
     from importlib import metadata
 
-    from .plugins import _normalize
+    from .core.plugins import _normalize
 
     return {_normalize(d.metadata["Name"] or "") for d in metadata.distributions()}
 

@@ -18,7 +18,7 @@ CLASSES = ("NORMAL", "PNEUMONIA")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--source", default="../shared/data/chest_xray/train")
-    parser.add_argument("--dest", default="pneumokit/demo/chest_xray/train")
+    parser.add_argument("--dest", default="pneumokit/data/demo/chest_xray/train")
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=2018)

@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 from gate import dicom_bytes, gray  # noqa: E402  (bench/gate.py)
 
-from pneumokit.config import CV_SPLITS  # noqa: E402
-from pneumokit.data import scan  # noqa: E402
-from pneumokit.splits import holdout, kfold  # noqa: E402
+from pneumokit.core.config import CV_SPLITS  # noqa: E402
+from pneumokit.data.scan import scan  # noqa: E402
+from pneumokit.data.splits import holdout, kfold  # noqa: E402
 
 
 def main(out: Path, data: Path = ROOT.parent / "shared/data/chest_xray", seed: int = 7) -> None:

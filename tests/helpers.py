@@ -77,8 +77,8 @@ def tiny_onnx(path: Path, size: int = 8, props: dict | None = None, nan: bool = 
     import onnx
     from onnx import TensorProto, helper
 
-    from pneumokit.export import metadata_props
-    from pneumokit.preprocessing import Preprocessing
+    from pneumokit.data.preprocessing import Preprocessing
+    from pneumokit.inference.export import metadata_props
 
     nodes = [helper.make_node("Flatten", ["image"], ["flat"], axis=1),
              helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1)]
@@ -124,7 +124,7 @@ TINY_FIT = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--augme
             "0.25", "--quiet", "--seed", "3"]
 
 
-# the sections of a model card (pneumokit/card.py), in order
+# the sections of a model card (pneumokit/registry/card.py), in order
 CARD_SECTIONS = ["Model details", "Intended use", "Out-of-scope use", "Training data", "Evaluation",
                  "Calibration", "Input gate", "Site evaluations", "Adaptation lineage", "Export",
                  "Known limitations"]
