@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont, ImageOps  # noqa: E402
 
 from pneumokit.core.config import CV_SPLITS, TrainConfig  # noqa: E402
-from pneumokit.data.scan import scan  # noqa: E402
+from pneumokit.data.dataset import scan  # noqa: E402
 from pneumokit.data.splits import holdout  # noqa: E402
 from pneumokit.data.stress import SHIFTS, shifted_file  # noqa: E402
 from pneumokit.registry.store import Registry  # noqa: E402

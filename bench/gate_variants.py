@@ -31,9 +31,9 @@ from gate import MISORIENTED, build_sets  # noqa: E402  (bench/gate.py)
 
 from pneumokit import gate  # noqa: E402
 from pneumokit.core.config import CV_SPLITS  # noqa: E402
+from pneumokit.data.dataset import scan  # noqa: E402
 from pneumokit.data.decoding import decode_all  # noqa: E402
 from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
-from pneumokit.data.scan import scan  # noqa: E402
 from pneumokit.data.splits import holdout  # noqa: E402
 from pneumokit.errors import PneumokitError  # noqa: E402
 from pneumokit.registry.store import Registry  # noqa: E402

@@ -78,7 +78,7 @@ def bench_architecture(spec, registry, repeats):
 def held_out_sample(version: Path, source: Path, per_class: int, manifest: Path, seed: int = 0) -> Path:
     """A manifest of ``per_class`` images of each class of ``source`` (a split folder of
     NORMAL/ and PNEUMONIA/) from patients ``version`` was not trained on."""
-    from pneumokit.data.scan import patient_id, scan
+    from pneumokit.data.dataset import patient_id, scan
 
     meta = json.loads((version / "metadata.json").read_text())
     trained = set((version / "training_images.txt").read_text().split())

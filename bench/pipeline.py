@@ -25,9 +25,9 @@ from PIL import Image  # noqa: E402
 
 from pneumokit import get_catalog  # noqa: E402
 from pneumokit.core.config import DEFAULT_AUGMENT  # noqa: E402
+from pneumokit.data.dataset import scan  # noqa: E402
 from pneumokit.data.decoding import decode_all  # noqa: E402
 from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
-from pneumokit.data.scan import scan  # noqa: E402
 from pneumokit.training.pipeline import build_augmentations, make_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 from recipes import RECIPES  # noqa: E402  (bench/recipes.py)
 
 from pneumokit.core.config import CV_SPLITS, CVConfig, TrainConfig  # noqa: E402
+from pneumokit.data.dataset import scan  # noqa: E402
 from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
-from pneumokit.data.scan import scan  # noqa: E402
 from pneumokit.data.splits import holdout  # noqa: E402
 from pneumokit.data.stress import SHIFTS, shifted_file  # noqa: E402
 from pneumokit.registry.store import Registry  # noqa: E402

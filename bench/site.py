@@ -45,8 +45,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 
 from pneumokit.core.config import CV_SPLITS, AdaptConfig, TrainConfig  # noqa: E402
+from pneumokit.data.dataset import scan  # noqa: E402
 from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
-from pneumokit.data.scan import scan  # noqa: E402
 from pneumokit.data.splits import holdout, kfold  # noqa: E402
 from pneumokit.data.stress import SHIFTS, shifted_file  # noqa: E402
 from pneumokit.registry.store import Registry  # noqa: E402

@@ -16,8 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 from pneumokit import get_catalog  # noqa: E402
+from pneumokit.data.dataset import scan  # noqa: E402
 from pneumokit.data.preprocessing import Preprocessing  # noqa: E402
-from pneumokit.data.scan import scan  # noqa: E402
 from pneumokit.training.fitting import compile_model  # noqa: E402
 from pneumokit.training.pipeline import build_augmentations, make_dataset  # noqa: E402
 

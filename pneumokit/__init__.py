@@ -69,7 +69,7 @@ if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
 
 
 _LAZY = {
-    "prepare_cv_data": "data.scan",
+    "prepare_cv_data": "data.dataset",
     "perform_optimized_cross_validation": "training.compat",
     "create_model": "training.compat",
     "create_gpu_optimized_model": "training.compat",

@@ -316,7 +316,7 @@ def data_group() -> None:
 def data_check(data_dir: str | None, as_json: bool) -> None:
     """Check a dataset folder or CSV manifest (default: the bundled demo set); exit 1 if anything
     is unusable (a manifest's bad rows are named by line)."""
-    from .data.scan import DatasetError, check_report, scan
+    from .data.dataset import DatasetError, check_report, scan
 
     try:
         report = check_report(scan(data_dir))

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from gate import dicom_bytes, gray  # noqa: E402  (bench/gate.py)
 
 from pneumokit.core.config import CV_SPLITS  # noqa: E402
-from pneumokit.data.scan import scan  # noqa: E402
+from pneumokit.data.dataset import scan  # noqa: E402
 from pneumokit.data.splits import holdout, kfold  # noqa: E402
 
 

@@ -98,3 +98,13 @@ def test_old_module_paths_give_the_modules_at_their_new_paths():
     from pneumokit.registry.store import Registry as StoreRegistry
 
     assert SeededAugmentation is layers.SeededAugmentation and Registry is StoreRegistry
+
+
+def test_the_stage_packages_keep_their_old_names():
+    """``pneumokit.data`` and ``pneumokit.registry`` were modules: their names still come from them."""
+    from pneumokit.data import DatasetError, Problem, dataset, prepare_cv_data, scan
+    from pneumokit.registry import METADATA_FILE, Registry, store
+
+    assert scan is dataset.scan and prepare_cv_data is dataset.prepare_cv_data and callable(scan)
+    assert DatasetError is dataset.DatasetError and Problem is dataset.Problem
+    assert Registry is store.Registry and METADATA_FILE == "metadata.json"

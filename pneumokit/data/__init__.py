@@ -1,17 +1,21 @@
-"""Data: from files to model inputs. ``scan`` (folders and the index), ``manifest`` (a hospital's
-table), ``splits`` (patient-grouped folds), ``dicom`` and ``decoding``, ``preprocessing`` (the one
-rule training and every runtime apply), ``contract`` (what an ONNX file must declare), ``stress``
-(acquisition shifts for the stress bench) and the bundled ``demo`` X-rays.
+"""Data: from files to model inputs. ``dataset`` and ``index`` (``scan``: folders or a manifest
+into the index of images), ``manifest`` (a hospital's table), ``splits`` (patient-grouped folds),
+``dicom`` and ``decoding``, ``preprocessing`` (the one rule training and every runtime apply),
+``contract`` (what an ONNX file must declare), ``stress`` (acquisition shifts for the stress
+bench) and the bundled ``demo`` X-rays.
 
-``from pneumokit.data import scan`` keeps working: the names below come from ``data.scan``."""
-
-_SCAN = ("scan", "DatasetError", "DatasetIndex", "ScanResult", "check_report", "class_weights", "patient_id",
-         "prepare_cv_data")
+``from pneumokit.data import scan`` keeps working: a name not found here comes from ``data.dataset``
+(what ``pneumokit.data`` was before the stages), which holds ``data.index``'s records too."""
 
 
 def __getattr__(name):
-    if name in _SCAN:
-        from . import scan as module
+    if name.startswith("__"):
+        raise AttributeError(name)
+    import importlib
 
+    module = importlib.import_module(f"{__name__}.dataset")
+
+    try:
         return getattr(module, name)
-    raise AttributeError(f"module 'pneumokit.data' has no attribute {name!r}")
+    except AttributeError:
+        raise AttributeError(f"module 'pneumokit.data' has no attribute {name!r}") from None

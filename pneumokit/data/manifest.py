@@ -178,7 +178,7 @@ def _row_problem(row: dict, manifest: Manifest, base: Path, columns: list[str]
 
 
 def scan_manifest(manifest: Manifest, splits, workers: int | None = None):
-    """``data.scan`` for a manifest: the same ``Scan``, each bad row a problem with its line number."""
+    """``dataset.scan`` for a manifest: the same ``Scan``, each bad row a problem with its line number."""
 
     columns, rows = _read(manifest)
     base = Path(manifest.path).parent

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core.config import AdaptConfig
+from ..data.dataset import class_weights
 from ..data.manifest import Manifest, header, is_manifest
-from ..data.scan import class_weights
 from ..errors import DatasetError
 from ..models.ensemble import retempered
 from ..registry.provenance import dataset_fingerprint, unparsed_warning
@@ -95,8 +95,8 @@ class AdaptResult:
 def _site(data, config: AdaptConfig, pre):
     """The site's index (train + val of a folder, all of a manifest without splits) and its images."""
     from ..core.config import CV_SPLITS
+    from ..data.dataset import scan
     from ..data.decoding import decode_all
-    from ..data.scan import scan
 
     if is_manifest(data):
         manifest = data if isinstance(data, Manifest) else Manifest(str(data))

@@ -11,9 +11,9 @@ import pandas as pd
 from ..core.config import CLASS_NAMES, INFERENCE_BATCH_SIZE, SPLITS
 from ..core.files import check_output_folder, write_csv_atomic, write_json_atomic
 from ..core.layout import METADATA_FILE
+from ..data.dataset import DatasetError, scan
 from ..data.manifest import ALL
 from ..data.preprocessing import Preprocessing
-from ..data.scan import DatasetError, scan
 from ..errors import ConfigError, IntegrityError, ModelFileError, RegistryError
 from ..registry.provenance import unparsed_warning
 from ..registry.store import Registry

@@ -152,8 +152,8 @@ def _recorded_root(mv: ModelVersion) -> Path | None:
 def _index(data, split: str):
     """The images of ``split`` of a dataset folder or manifest (a manifest without a split
     column: all its rows), as the data index ``scan`` gives them."""
+    from ..data.dataset import scan
     from ..data.manifest import ALL
-    from ..data.scan import scan
 
     result = scan(data, splits=[split])
     index = result.require_usable()

@@ -2,15 +2,18 @@
 ``pneumokit.core.layout``), ``provenance`` (what a version records), ``card`` (the model card)
 and ``golden`` (the self-test vectors stored at export).
 
-``from pneumokit.registry import Registry`` keeps working: the names below come from ``store``."""
-
-_STORE = ("Registry", "ModelVersion", "parse_ref", "validate_name", "resolve_root", "read_metadata",
-          "sha256_file", "REGISTRY_ENV")
+``from pneumokit.registry import Registry`` keeps working: a name not found here comes from
+``registry.store`` (what ``pneumokit.registry`` was before the stages)."""
 
 
 def __getattr__(name):
-    if name in _STORE:
-        from . import store
+    if name.startswith("__"):
+        raise AttributeError(name)
+    import importlib
 
+    store = importlib.import_module(f"{__name__}.store")
+
+    try:
         return getattr(store, name)
-    raise AttributeError(f"module 'pneumokit.registry' has no attribute {name!r}")
+    except AttributeError:
+        raise AttributeError(f"module 'pneumokit.registry' has no attribute {name!r}") from None

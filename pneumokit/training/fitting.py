@@ -9,8 +9,8 @@ import pandas as pd
 
 from ..core.catalog import Architecture
 from ..core.config import WARMUP_EPOCHS, TrainConfig
+from ..data.dataset import class_weights
 from ..data.preprocessing import Preprocessing
-from ..data.scan import class_weights
 from .pipeline import build_augmentations, load_images, make_dataset
 
 

@@ -20,9 +20,9 @@ from ..core.catalog import Architecture, Catalog
 from ..core.config import CV_SPLITS, TrainConfig
 from ..core.layout import GATE_FILE, TRAINING_IMAGES
 from ..core.plugins import get_catalog
+from ..data.dataset import scan
 from ..data.index import Scan
 from ..data.preprocessing import Preprocessing
-from ..data.scan import scan
 from ..registry.provenance import training_images, unparsed_warning
 from ..registry.store import ModelVersion, Registry, validate_name
 from . import gate

@@ -11,7 +11,14 @@ from PIL import Image
 
 from pneumokit import config
 from pneumokit.cli import main
-from pneumokit.data.scan import DatasetError, check_report, class_weights, patient_id, prepare_cv_data, scan
+from pneumokit.data.dataset import (
+    DatasetError,
+    check_report,
+    class_weights,
+    patient_id,
+    prepare_cv_data,
+    scan,
+)
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -10,8 +10,8 @@ from helpers_dicom import write_dicom
 from PIL import Image
 
 from pneumokit.cli import main
+from pneumokit.data.dataset import DatasetError, check_report, scan
 from pneumokit.data.manifest import ALL, Manifest
-from pneumokit.data.scan import DatasetError, check_report, scan
 
 
 def _images(folder, n=6, seed=0):

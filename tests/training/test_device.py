@@ -73,7 +73,7 @@ MIRRORED = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from helpers import make_dataset
     import tempfile, pathlib
-    from pneumokit.data.scan import scan
+    from pneumokit.data.dataset import scan
     root = make_dataset(pathlib.Path(tempfile.mkdtemp()), per_class=8, size=32)
     idx = scan(root).index
     arch = get_catalog().architecture("cnn_optimized")

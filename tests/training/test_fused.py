@@ -5,8 +5,8 @@ import pytest
 from helpers import make_dataset, xray_like
 
 from pneumokit import get_catalog
+from pneumokit.data.dataset import scan
 from pneumokit.data.preprocessing import Preprocessing
-from pneumokit.data.scan import scan
 from pneumokit.training.fused import FusedAugmentation, layer_seeds
 from pneumokit.training.pipeline import build_augmentations
 from pneumokit.training.pipeline import make_dataset as make_pipeline

@@ -5,8 +5,8 @@ import pytest
 from helpers import make_dataset
 
 from pneumokit import get_catalog
+from pneumokit.data.dataset import scan
 from pneumokit.data.preprocessing import ImageDecodeError, Preprocessing
-from pneumokit.data.scan import scan
 from pneumokit.training.pipeline import build_augmentations, load_images, parse_augmentations
 from pneumokit.training.pipeline import make_dataset as make_pipeline
 
