@@ -39,7 +39,7 @@ SAVER = textwrap.dedent("""
         print("saving", flush=True)
     mv = Registry(sys.argv[1]).save("demo", FakeModel(b"x" * 100000, delay), {{"who": sys.argv[3]}})
     print(mv.version)
-""").format(tests=os.path.dirname(os.path.dirname(__file__)))
+""").format(tests=os.path.dirname(__file__))  # this file's folder: it imports FakeModel from here
 
 
 def test_save_get_and_refs(tmp_path):
