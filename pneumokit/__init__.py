@@ -3,15 +3,13 @@
 Importing pneumokit is cheap: TensorFlow is imported only by the functions that need it.
 """
 
-import importlib.abc
-import importlib.util
 import os
-import sys
 
 # TensorFlow's C++ INFO/WARNING logs (oneDNN notices, grappler cost-model
 # noise) drown real output; errors still show. Set the variable to override.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .core import moved  # noqa: E402
 from .core.backend import check_backend  # noqa: E402
 from .core.catalog import Architecture, Augmentation, CatalogError, Recipe  # noqa: E402
 from .core.config import __version__  # noqa: E402
@@ -20,53 +18,7 @@ from .hookspecs import hookimpl  # noqa: E402
 
 check_backend()
 
-
-# The modules' paths before the house was divided by stage (docs/architecture.md): `import
-# pneumokit.gate` and the like keep working, for plugins and scripts written against them, and
-# give the module at its new path. New code uses the new paths.
-_MOVED = {
-    "config": "core.config", "files": "core.files", "plugins": "core.plugins", "catalog": "core.catalog",
-    "backend": "core.backend", "progress": "core.progress",
-    "manifest": "data.manifest", "splits": "data.splits", "decoding": "data.decoding", "dicom": "data.dicom",
-    "preprocessing": "data.preprocessing", "contract": "data.contract", "stress": "data.stress",
-    "architectures": "models.architectures", "architectures.cnn": "models.architectures.cnn",
-    "architectures.heads": "models.architectures.heads",
-    "architectures.transfer": "models.architectures.transfer",
-    "augmentations": "models.augmentations", "augmentations.basic": "models.augmentations.basic",
-    "augmentations.layers": "models.augmentations.layers", "recipes": "models.recipes",
-    "ensemble": "models.ensemble", "heatmap": "models.heatmap", "scaffold": "models.scaffold",
-    "card": "registry.card", "provenance": "registry.provenance", "golden": "registry.golden",
-    "pipeline": "training.pipeline", "fused": "training.fused", "device": "training.device",
-    "fitting": "training.fitting", "calibration": "training.calibration", "metrics": "training.metrics",
-    "plots": "training.plots", "intervals": "training.intervals", "gate": "training.gate",
-    "train": "training.train", "cv": "training.cv", "compat": "training.compat",
-    "export": "inference.export", "quantize": "inference.quantize", "runtime": "inference.runtime",
-    "verify": "inference.verify", "evaluate": "inference.evaluate", "adapt": "inference.adapt",
-    "explain": "inference.explain", "overlay": "inference.overlay",
-    "dicom_results": "inference.dicom_results", "report": "inference.report", "serve": "inference.serve",
-}
-
-
-class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """``pneumokit.OLD`` imports as ``pneumokit.NEW`` (the same module object, not a copy)."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        old = fullname.removeprefix(__name__ + ".")
-        if fullname.startswith(__name__ + ".") and old in _MOVED:
-            return importlib.util.spec_from_loader(fullname, self)
-        return None
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module):
-        new = importlib.import_module(f"{__name__}.{_MOVED[module.__name__.removeprefix(__name__ + '.')]}")
-        sys.modules[module.__name__] = new  # the import system returns what sys.modules holds
-
-
-if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
-    sys.meta_path.insert(0, _MovedModules())
-
+moved.install()  # the modules' paths before the stages keep working (pneumokit.core.moved)
 
 _LAZY = {
     "prepare_cv_data": "data.dataset",

@@ -34,8 +34,11 @@ _UMASK = _read_umask()  # once, at import: setting it later would race with othe
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
-    """Open a fresh temporary file beside ``path``; on success it replaces ``path`` atomically.
+def atomic_write(path: str | os.PathLike, mode: str = "w", replace: bool = True,
+                 **open_kwargs) -> Iterator[IO]:
+    """Open a fresh temporary file beside ``path``; on success it replaces ``path`` atomically
+    (``replace=False``: it is linked to ``path`` only if no file has that name, else
+    ``FileExistsError``, and nothing is written over).
 
     The temporary file is created with ``O_CREAT | O_EXCL`` (``mkstemp``), so
     it can never be a link planted in advance. A replaced file keeps its mode;
@@ -65,7 +68,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # FileExistsError when the name is taken
+            os.unlink(tmp)
         fsync_dir(path.parent)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):

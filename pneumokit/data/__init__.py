@@ -8,14 +8,6 @@ bench) and the bundled ``demo`` X-rays.
 (what ``pneumokit.data`` was before the stages), which holds ``data.index``'s records too."""
 
 
-def __getattr__(name):
-    if name.startswith("__"):
-        raise AttributeError(name)
-    import importlib
+from ..core.moved import names_of  # noqa: E402
 
-    module = importlib.import_module(f"{__name__}.dataset")
-
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module 'pneumokit.data' has no attribute {name!r}") from None
+__getattr__ = names_of(__name__, "dataset")

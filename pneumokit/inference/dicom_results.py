@@ -21,19 +21,17 @@ written over an existing file.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import hashlib
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..core.files import _UMASK, fsync_dir, printable
+from ..core.files import atomic_write, printable
 from ..data.dicom import is_dicom
 from ..errors import ConfigError
+from ..registry.store import sha256_file
 
 # SNOMED CT 233604007 |Pneumonia (disorder)| (SNOMED CT International); the other codes are
 # from DICOM PS3.16 as pydicom's code dictionary holds them (pydicom.sr.codedict.codes).
@@ -66,13 +64,9 @@ def model_identity(predictor) -> dict:
         name, _, version = predictor.ref.rpartition(":")
     else:
         name, version = str(info.get("name") or Path(predictor.path).stem), str(info.get("version", ""))
-    digest = hashlib.sha256()
-    with open(predictor.path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
     return {"model_name": name, "model_version": version or "unknown",
             "class_names": tuple(predictor.class_names),
-            "device_uid": generate_uid(entropy_srcs=["pneumokit model", digest.hexdigest()])}
+            "device_uid": generate_uid(entropy_srcs=["pneumokit model", sha256_file(Path(predictor.path))])}
 
 
 def write_dicom_results(rows: list[dict], paths, out_dir: str | os.PathLike, *, model_name: str,
@@ -325,29 +319,18 @@ def _checked_bytes(instance) -> bytes:
 
 
 def _write_new(folder: Path, stem: str, suffix: str, data: bytes, inputs: set[str]) -> Path:
-    """Write ``data`` as ``STEM SUFFIX`` in ``folder`` (``STEM-2 SUFFIX``, ... when taken): the file
-    is written whole under a temporary name, then linked to a name that does not exist yet, so
-    no existing file (an input, an earlier run's result) is ever written over."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        for k in range(1, 10_000):
-            target = folder / (f"{stem}{suffix}" if k == 1 else f"{stem}-{k}{suffix}")
-            if os.path.realpath(target) in inputs:
-                continue
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                continue
-            fsync_dir(folder)
-            return target
-        raise ConfigError(f"--dicom-out: {printable(folder)} already holds {stem}{suffix} and 9998 "
-                          "numbered copies; choose an empty folder")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
+    """Write ``data`` as ``STEM SUFFIX`` in ``folder`` (``STEM-2 SUFFIX``, ... when taken), whole and
+    under a name no file has yet, so no existing file (an input, an earlier run's result) is ever
+    written over."""
+    for k in range(1, 10_000):
+        target = folder / (f"{stem}{suffix}" if k == 1 else f"{stem}-{k}{suffix}")
+        if os.path.realpath(target) in inputs or target.exists():
+            continue
+        try:
+            with atomic_write(target, "wb", replace=False) as f:
+                f.write(data)
+        except FileExistsError:  # taken since the check
+            continue
+        return target
+    raise ConfigError(f"--dicom-out: {printable(folder)} already holds {stem}{suffix} and 9998 "
+                      "numbered copies; choose an empty folder")

@@ -153,11 +153,10 @@ def _index(data, split: str):
     """The images of ``split`` of a dataset folder or manifest (a manifest without a split
     column: all its rows), as the data index ``scan`` gives them."""
     from ..data.dataset import scan
-    from ..data.manifest import ALL
 
     result = scan(data, splits=[split])
-    index = result.require_usable()
-    return index[index["split"].isin([split, ALL])].reset_index(drop=True), result.root
+    result.require_usable()
+    return result.split(split), result.root
 
 
 def held_out_images(mv: ModelVersion, data=None) -> tuple[list[str], np.ndarray, dict]:

@@ -6,14 +6,6 @@ and ``golden`` (the self-test vectors stored at export).
 ``registry.store`` (what ``pneumokit.registry`` was before the stages)."""
 
 
-def __getattr__(name):
-    if name.startswith("__"):
-        raise AttributeError(name)
-    import importlib
+from ..core.moved import names_of  # noqa: E402
 
-    store = importlib.import_module(f"{__name__}.store")
-
-    try:
-        return getattr(store, name)
-    except AttributeError:
-        raise AttributeError(f"module 'pneumokit.registry' has no attribute {name!r}") from None
+__getattr__ = names_of(__name__, "store")

@@ -19,6 +19,7 @@ import numpy as np
 from ..core.config import CLASS_NAMES, DEMO_DATA_DIR
 from ..core.layout import GOLDEN_FOLDER, ONNX_FILE
 from ..data.contract import GATE_OUTPUT, HEATMAP_OUTPUT
+from .store import sha256_bytes
 
 FOLDER = GOLDEN_FOLDER
 VECTORS = f"{FOLDER}/vectors.npz"
@@ -54,8 +55,6 @@ def build(onnx_bytes: bytes, pre, names: list[str], tolerance: float) -> tuple[d
     """The ``golden/`` artifacts of an ONNX file with outputs ``names``, and their metadata record."""
     import onnxruntime as ort
 
-    from .store import sha256_bytes
-
     files = sources()
     x = pre.prepare([data for _, data in files])
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
@@ -80,9 +79,7 @@ def build(onnx_bytes: bytes, pre, names: list[str], tolerance: float) -> tuple[d
 
 
 def _expected(i: int, name: str, data: bytes, arrays: dict) -> dict:
-    import hashlib
-
-    entry = {"index": i, "file": name, "sha256": hashlib.sha256(data).hexdigest(),
+    entry = {"index": i, "file": name, "sha256": sha256_bytes(data),
              "probability": float(arrays["probability"][i])}
     if "gate" in arrays:
         entry["gate"] = float(arrays["gate"][i])

@@ -33,15 +33,22 @@ from pathlib import Path
 from filelock import FileLock
 
 from ..core.files import atomic_write, copy_atomic, fsync_dir, write_bytes_atomic, write_json_atomic
-from ..core.layout import ALIASES_FILE, LAST_VERSION, LOCK_FILE, METADATA_FILE, MODEL_FILE, TMP_PREFIX  # noqa: F401
+from ..core.layout import (  # noqa: F401  (re-exported: importers of the store use these names)
+    ALIASES_FILE,
+    CARD_FILE,
+    CARD_JSON,
+    LAST_VERSION,
+    LOCK_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    TMP_PREFIX,
+)
 from ..errors import IntegrityError, ModelFileError, RegistryError, one_line
 
 REGISTRY_ENV = "PNEUMOKIT_REGISTRY"
 DEFAULT_ROOT = "registry"
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")  # always fullmatch: '$' allows a final newline
 _VERSION_RE = re.compile(r"[0-9]+")
-_TMP_PREFIX = TMP_PREFIX
-_LAST_VERSION = LAST_VERSION
 _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
 
 
@@ -185,7 +192,7 @@ class Registry:
     def _next_version(self, folder: Path) -> int:
         """One more than any version ever made here: the mark, else (damaged or lost) the folders."""
         try:
-            last = int((folder / _LAST_VERSION).read_text().strip())
+            last = int((folder / LAST_VERSION).read_text().strip())
         except (OSError, ValueError):  # missing, empty or damaged: derived from the folders
             last = 0
         return max([last, *self._version_numbers(folder)]) + 1
@@ -196,7 +203,7 @@ class Registry:
 
         Folders of other hosts (a registry on a shared file system) are left alone.
         """
-        prefix = f"{_TMP_PREFIX}{_HOST}-"
+        prefix = f"{TMP_PREFIX}{_HOST}-"
         for tmp in folder.glob(f"{prefix}*"):
             pid = tmp.name[len(prefix):].split("-", 1)[0]
             if pid.isdigit() and not _pid_alive(int(pid)):
@@ -209,7 +216,7 @@ class Registry:
         hours of training, not after): the root is a folder, and a file can be created there."""
         folder = self._model_dir(name)
         target = folder if folder.is_dir() else self.root
-        for special in (folder / _LAST_VERSION, folder / LOCK_FILE):
+        for special in (folder / LAST_VERSION, folder / LOCK_FILE):
             if special.is_dir():
                 raise RegistryError(f"{special} is a folder, not a file: remove it (pneumokit "
                                     "recreates it)")
@@ -224,7 +231,7 @@ class Registry:
         with _writing(folder):
             folder.mkdir(parents=True, exist_ok=True)
             self._clean_stale_tmp(folder)
-            tmp = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{tag}"
+            tmp = folder / f"{TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{tag}"
             tmp.mkdir()
         return tmp
 
@@ -265,7 +272,7 @@ class Registry:
                 write_card(tmp, meta)
                 fsync_dir(tmp)
                 os.rename(tmp, folder / str(version))  # atomic: the version appears whole
-                with atomic_write(folder / _LAST_VERSION) as f:
+                with atomic_write(folder / LAST_VERSION) as f:
                     f.write(str(version))
                 fsync_dir(folder)
         except BaseException:
@@ -317,15 +324,16 @@ class Registry:
     def card(self, ref: str) -> tuple[ModelVersion, dict, str]:
         """A version's model card (facts and Markdown), rendered anew from its metadata; the card
         files in its folder are rewritten when they are missing or differ."""
-        from .card import CARD_FILE, facts, markdown
+        from .card import facts, markdown
 
         mv = self.get(ref)
-        text = markdown(facts(mv.metadata))
+        card = facts(mv.metadata)
+        text = markdown(card)
         current = mv.path / CARD_FILE
-        if not current.is_file() or current.read_text() != text:
+        if not (current.is_file() and current.read_text() == text and (mv.path / CARD_JSON).is_file()):
             with self._locked(mv.name), _writing(mv.path):
-                write_card(mv.path, read_metadata(mv.path, mv.ref))
-        return mv, facts(mv.metadata), text
+                write_card(mv.path, read_metadata(mv.path, mv.ref))  # again, under the lock
+        return mv, card, text
 
     @staticmethod
     def check_new_artifacts(mv: ModelVersion, names: list[str]) -> None:
@@ -371,7 +379,7 @@ class Registry:
                     f"{name}:{version} is aliased as {', '.join(pointing)}; pass --force (force=True) "
                     "to delete it and remove the alias(es)"
                 )
-            trash = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-deleted-{version}"
+            trash = folder / f"{TMP_PREFIX}{_HOST}-{os.getpid()}-deleted-{version}"
             os.rename(folder / str(version), trash)  # atomic: the version disappears whole
             if pointing:
                 write_json_atomic(folder / ALIASES_FILE,
@@ -388,7 +396,7 @@ class Registry:
         with self._locked(name), _writing(folder):
             versions = self._version_numbers(folder)
             for v in versions:
-                trash = folder / f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-deleted-{v}"
+                trash = folder / f"{TMP_PREFIX}{_HOST}-{os.getpid()}-deleted-{v}"
                 os.rename(folder / str(v), trash)
                 shutil.rmtree(trash, ignore_errors=True)
             (folder / ALIASES_FILE).unlink(missing_ok=True)
@@ -492,7 +500,7 @@ def read_metadata(folder: Path, ref: str) -> dict:
 
 def write_card(folder: Path, meta: dict) -> None:
     """Write ``model_card.md`` and ``model_card.json`` of a version folder from its metadata."""
-    from .card import CARD_FILE, CARD_JSON, facts, markdown
+    from .card import facts, markdown
 
     card = facts(meta)
     write_bytes_atomic(folder / CARD_FILE, markdown(card).encode())

@@ -161,11 +161,8 @@ class _Run:
 
     out: Path
     config: CVConfig
-    arch: Architecture
-    catalog: Catalog
-    name: str
-    index: pd.DataFrame  # with a ``fold`` column, 1..k
-    scan: Scan
+    prepared: Prepared  # the checked settings, architecture, name, data and registry (training.steps)
+    index: pd.DataFrame  # the prepared index, with a ``fold`` column, 1..k
     device_plan: DevicePlan
     strategy: Any  # a tf.distribute strategy
     pre: Preprocessing
@@ -173,7 +170,18 @@ class _Run:
     settings_sha256: str = ""
     echo: Callable[[str], None] = print
     metadata: dict = field(default_factory=dict)  # extra keys for the registered model's metadata
-    prepared: Prepared | None = None  # the checked settings, data and registry (training.steps)
+
+    @property
+    def arch(self) -> Architecture:
+        return self.prepared.arch
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.prepared.catalog
+
+    @property
+    def scan(self) -> Scan:
+        return self.prepared.scan
 
 
 def plan_cv(config: CVConfig | None = None, data_dir: str | os.PathLike | None = None, *,
@@ -356,8 +364,8 @@ def _open(config, data_dir, *, output, resume, final, registry, name, architectu
                                            "planned": planned})
     (out / "folds").mkdir(exist_ok=True)
     _write_folds(out, index[["path", "patient", "label", "fold"]], check=resume is not None)
-    return _Run(out, config, arch, prepared.catalog, name, index, result, device_plan, strategy, pre, planned,
-                _settings_sha256(config.to_dict(), fingerprint), echo, prepared=prepared)
+    return _Run(out, config, prepared, index, device_plan, strategy, pre, planned,
+                _settings_sha256(config.to_dict(), fingerprint), echo)
 
 
 def _write_folds(out: Path, table: pd.DataFrame, check: bool) -> None:
@@ -445,7 +453,6 @@ def _finish(run: _Run, fold_results: list[FoldResult], resumed: list[int], final
     if final:
         model, meta, artifacts = _final_model(run, cv_result, plots, progress)
         held = holdout(index, config.val_fraction, config.seed, config.grouping)
-        assert run.prepared is not None  # set by _open
         cv_result.version = finish(run.prepared, model, run.pre, meta,
                                    (index["path"][~held], index["path"][held]), GATE_HELD_OUT, artifacts)
         cv_result.final_model = model
